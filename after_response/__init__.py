@@ -1,0 +1,48 @@
+"""Run work after the response has been sent, in a managed pool of worker threads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ParamSpec
+
+from . import runtime
+from .deferred import DeferredCall, State
+from .pool import Stats
+from .queues import Queue, current_queue
+from .runtime import shutdown
+
+__all__ = [
+    "DeferredCall",
+    "Queue",
+    "State",
+    "Stats",
+    "current_queue",
+    "defer",
+    "drain",
+    "shutdown",
+    "stats",
+]
+
+P = ParamSpec("P")
+
+
+def defer(fn: Callable[P, object], /, *args: P.args, **kwargs: P.kwargs) -> DeferredCall:
+    """Inside a request: run after its response is sent. Outside one: hand to the pool now.
+
+    Either way a call deferred inside ``transaction.atomic()`` waits for the commit.
+    """
+    return current_queue().defer(fn, *args, **kwargs)
+
+
+def drain(timeout: float | None = None) -> bool:
+    """Wait until every handed-off call has finished; False if ``timeout`` ran out first.
+
+    For tests and management commands. Calls still waiting for a commit are not waited for.
+    """
+    pool = runtime.existing_pool()
+    return True if pool is None else pool.drain(timeout)
+
+
+def stats() -> Stats:
+    """Counters of this process's calls (see ``Stats``)."""
+    return runtime.stats()

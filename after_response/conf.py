@@ -1,0 +1,110 @@
+"""Settings, read lazily so that ``override_settings`` works; cached until a setting changes."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+PREFIX = "AFTER_RESPONSE_"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    WORKERS: int = 4  # threads per process
+    MAX_PENDING: int = 1000  # calls queued and not yet started, per process
+    WHEN_FULL: str = "block"  # or "drop"
+    BLOCK_TIMEOUT: float = 5.0  # seconds a hand-off waits for room before dropping
+    DRAIN_TIMEOUT: float = 25.0  # seconds; below gunicorn's 30 s graceful timeout
+    IMMEDIATE: bool = False  # run calls inline when the response closes (tests)
+    SLOW_CALL: float | None = 60.0  # seconds before a running call is reported; None: never
+
+
+DEFAULTS = Config()
+NAMES = tuple(field.name for field in dataclasses.fields(Config))
+
+
+def read() -> Config:
+    return Config(
+        **{name: getattr(settings, PREFIX + name, getattr(DEFAULTS, name)) for name in NAMES}
+    )
+
+
+def problems(config: Config) -> list[tuple[str, str]]:
+    """(check id, message) for each invalid setting."""
+    found = []
+
+    def number(value: object) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+    def positive_int(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+    if not positive_int(config.WORKERS):
+        found.append(
+            ("E001", f"AFTER_RESPONSE_WORKERS must be a positive int, got {config.WORKERS!r}.")
+        )
+    if not positive_int(config.MAX_PENDING):
+        found.append(
+            (
+                "E002",
+                f"AFTER_RESPONSE_MAX_PENDING must be a positive int, got {config.MAX_PENDING!r}.",
+            )
+        )
+    if config.WHEN_FULL not in ("block", "drop"):
+        found.append(
+            (
+                "E003",
+                f"AFTER_RESPONSE_WHEN_FULL must be 'block' or 'drop', got {config.WHEN_FULL!r}.",
+            )
+        )
+    if not number(config.BLOCK_TIMEOUT):
+        found.append(
+            (
+                "E004",
+                "AFTER_RESPONSE_BLOCK_TIMEOUT must be a number of seconds >= 0, "
+                f"got {config.BLOCK_TIMEOUT!r}.",
+            )
+        )
+    if not number(config.DRAIN_TIMEOUT):
+        found.append(
+            (
+                "E005",
+                "AFTER_RESPONSE_DRAIN_TIMEOUT must be a number of seconds >= 0, "
+                f"got {config.DRAIN_TIMEOUT!r}.",
+            )
+        )
+    if not isinstance(config.IMMEDIATE, bool):
+        found.append(
+            ("E006", f"AFTER_RESPONSE_IMMEDIATE must be True or False, got {config.IMMEDIATE!r}.")
+        )
+    if config.SLOW_CALL is not None and not (number(config.SLOW_CALL) and config.SLOW_CALL > 0):
+        found.append(
+            (
+                "E007",
+                "AFTER_RESPONSE_SLOW_CALL must be a number of seconds > 0 or None, "
+                f"got {config.SLOW_CALL!r}.",
+            )
+        )
+    return found
+
+
+@functools.cache
+def get() -> Config:
+    config = read()
+    found = problems(config)
+    if found:
+        check_id, message = found[0]
+        raise ImproperlyConfigured(f"{message} (after_response.{check_id})")
+    return config
+
+
+@receiver(setting_changed)
+def _forget(*, setting: str, **kwargs: Any) -> None:
+    if setting.startswith(PREFIX):
+        get.cache_clear()

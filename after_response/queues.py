@@ -1,0 +1,149 @@
+"""The queues users defer onto: one per request, and one for code outside any request."""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import weakref
+from collections.abc import Callable
+from typing import Any, ParamSpec
+
+from django.core.files.uploadedfile import UploadedFile
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.http import HttpRequest
+
+from . import context, runtime, transactions
+from .context import CallContext
+from .deferred import CallQueue, DeferredCall, is_task
+
+P = ParamSpec("P")
+
+# The queue of the request being handled in this context; unset outside requests and in
+# worker threads (each call runs in a fresh context).
+current: contextvars.ContextVar[ResponseQueue] = contextvars.ContextVar("after_response_queue")
+
+
+class Queue(CallQueue):
+    """A CallQueue that validates what is deferred and holds calls until their commit."""
+
+    __slots__ = ("_where",)
+
+    def __init__(self, where: str) -> None:
+        super().__init__()
+        self._where = where
+
+    def defer(self, fn: Callable[P, object], /, *args: P.args, **kwargs: P.kwargs) -> DeferredCall:
+        """Run ``fn(*args, **kwargs)`` once the response has been sent (and after commit)."""
+        return self.add(fn, args, kwargs)
+
+    def add(
+        self,
+        fn: Callable[..., object],
+        /,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        wait_for_commit: bool = True,
+    ) -> DeferredCall:
+        """Like ``defer()``, with options that could collide with ``fn``'s own arguments.
+
+        ``wait_for_commit=False`` runs the call even if the transaction it was deferred in
+        rolls back (an error report, say).
+        """
+        if kwargs is None:
+            kwargs = {}
+        if args or kwargs or not callable(fn):
+            validate(self._where, fn, args, kwargs)
+        call = DeferredCall(fn, tuple(args), kwargs, self._context())
+        if wait_for_commit:
+            open_connections = transactions.open_transactions()
+            if open_connections:
+                transactions.wait_for_commit(call, open_connections)
+                self._waiting_on(open_connections)
+        self.append(call)
+        return call
+
+    def _context(self) -> CallContext:
+        return context.current("no request")
+
+    def _waiting_on(self, connections: list[BaseDatabaseWrapper]) -> None:
+        pass
+
+    def hand_off(self, calls: list[DeferredCall]) -> None:
+        runtime.hand_off(calls)
+
+
+class ResponseQueue(Queue):
+    """``request.on_response_sent``: the calls a request deferred, run after its response."""
+
+    __slots__ = ("_call_context", "_gated", "_request")
+
+    def __init__(self, request: HttpRequest) -> None:
+        super().__init__("request.defer()")
+        # Weak: the request must not outlive its response because of us.
+        self._request = weakref.ref(request)
+        self._call_context: CallContext | None = None
+        self._gated: list[BaseDatabaseWrapper] = []
+
+    def _context(self) -> CallContext:
+        captured = self._call_context
+        if captured is None:
+            captured = self._call_context = context.of_request(self._request())
+        return captured
+
+    def _waiting_on(self, connections: list[BaseDatabaseWrapper]) -> None:
+        self._gated.extend(connections)
+
+    def hand_off(self, calls: list[DeferredCall]) -> None:
+        if self._gated:
+            transactions.settle_test_transactions(self._gated)
+            self._gated = []
+        runtime.hand_off(calls)
+
+
+class OutsideRequest(Queue):
+    """Code outside any request (shell, command, a deferred call): calls go at once."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__("after_response.defer()")
+        self._calls = None  # always already "sent"
+
+
+_outside = OutsideRequest()
+_REFUSED = (UploadedFile, HttpRequest)
+
+
+def current_queue() -> Queue:
+    """The current request's queue, or the one that hands calls off at once."""
+    return current.get(_outside)
+
+
+def validate(where: str, fn: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    if inspect.iscoroutine(fn):
+        fn.close()  # it will never be awaited; spare the "never awaited" warning
+        raise TypeError(
+            f"{where} needs a coroutine function and its arguments, got a coroutine object: "
+            f"write defer(fn, *args), not defer(fn(*args))."
+        )
+    if not callable(fn):
+        if not is_task(fn):
+            raise TypeError(f"{where} needs a callable, got {type(fn).__name__!r}.")
+        # A Task's arguments must survive JSON on every backend: say so here, not in a worker.
+        from .tasks import json_round_trip
+
+        json_round_trip([list(args), kwargs], f"{where}: the arguments of a Task")
+    for value in (*args, *kwargs.values()):
+        if not isinstance(value, _REFUSED):
+            continue
+        if isinstance(value, UploadedFile):
+            raise TypeError(
+                f"{where} got an UploadedFile, which Django closes once the response is sent. "
+                "Save it first (e.g. default_storage.save(name, upload)) and defer the saved name."
+            )
+        if isinstance(value, HttpRequest):
+            raise TypeError(
+                f"{where} got the request, which is finished by the time the call runs. "
+                "Pass the values the call needs instead (request.user.pk, request.POST.dict())."
+            )

@@ -1,0 +1,218 @@
+"""Where handed-off calls go, and how one call runs: the glue between the pool and Django."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from asgiref.sync import SyncToAsync, async_to_sync, iscoroutinefunction, sync_to_async
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from . import conf, db, lifecycle, signals
+from .context import CallContext
+from .context import current as current_context
+from .deferred import DeferredCall, is_task
+from .pool import InlinePool, Stats, WorkerPool
+
+logger = logging.getLogger("after_response")
+
+_lock = threading.Lock()
+_pool: WorkerPool | None = None  # guarded by _lock
+_exit_hooks_installed = False  # guarded by _lock
+# capture_deferred() blocks in progress (testing.py), innermost last.
+captures: list[WorkerPool] = []
+# Failures of calls run inline in AFTER_RESPONSE_IMMEDIATE mode, for the test to raise.
+inline_failures: list[tuple[DeferredCall, BaseException]] = []
+
+
+def get_pool() -> WorkerPool:
+    """The process's pool, created on first use from the settings."""
+    global _pool, _exit_hooks_installed
+    pool = _pool
+    if pool is not None:
+        return pool
+    with _lock:
+        if _pool is None:
+            _pool = _make_pool(conf.get())
+            if not _exit_hooks_installed:
+                # Worker threads are daemon threads: interpreter exit waits for none of them,
+                # so the exit hooks drain them with a deadline.
+                lifecycle.install_exit_hooks(shutdown)
+                _exit_hooks_installed = True
+        return _pool
+
+
+def existing_pool() -> WorkerPool | None:
+    """The pool if something was deferred in this process already (a drain creates none)."""
+    return _pool
+
+
+def stats() -> Stats:
+    pool = _pool
+    if pool is not None:
+        return pool.stats()
+    config = conf.get()
+    return Stats(
+        max_workers=config.WORKERS,
+        max_pending=config.MAX_PENDING,
+        pid=os.getpid(),
+        mode="immediate" if config.IMMEDIATE else lifecycle.mode(),
+    )
+
+
+def _make_pool(config: conf.Config) -> WorkerPool:
+    options: dict[str, Any] = {
+        "workers": config.WORKERS,
+        "max_pending": config.MAX_PENDING,
+        "when_full": config.WHEN_FULL,
+        "block_timeout": config.BLOCK_TIMEOUT,
+        "on_worker_exit": db.close_thread_connections,
+        "slow_call": config.SLOW_CALL,
+    }
+    if config.IMMEDIATE:
+        return InlinePool(run_call=run_inline, mode="immediate", **options)
+    mode = lifecycle.mode()
+    if mode == lifecycle.UWSGI_WITHOUT_THREADS:
+        # A thread started here would only run while a request executes Python, so queued
+        # calls would wait for the next request, or forever. Run them when the response
+        # closes instead: late for this client (uWSGI sends no Content-Length), never lost.
+        pool = InlinePool(run_call=run_in_worker, mode=mode, **options)
+        pool.report_problem("uwsgi-threads", lifecycle.UWSGI_WITHOUT_THREADS_MESSAGE)
+        return pool
+    return WorkerPool(run_call=run_in_worker, mode=mode, **options)
+
+
+def hand_off(calls: list[DeferredCall]) -> None:
+    """Give calls to whoever takes them now. Never raises: Django would swallow it."""
+    try:
+        sink = captures[-1] if captures else get_pool()
+        sink.accept(calls)
+    except Exception:
+        logger.exception(
+            "after_response could not hand off %d deferred call(s): %s",
+            len(calls),
+            ", ".join(call.name for call in calls),
+        )
+        with contextlib.suppress(Exception):  # the settings are broken: logged above
+            get_pool().count_handoff_error()
+
+
+def shutdown(timeout: float | None = None) -> bool:
+    """Stop accepting calls and finish the accepted ones within ``timeout`` seconds.
+
+    Defaults to ``AFTER_RESPONSE_DRAIN_TIMEOUT``. Runs at interpreter exit; logs what was
+    left undone. Returns whether everything finished.
+    """
+    pool = _pool
+    if pool is None:
+        return True
+    if timeout is None:
+        timeout = conf.get().DRAIN_TIMEOUT
+    return pool.shutdown(timeout)
+
+
+@receiver(setting_changed)
+def _replace_pool(*, setting: str, **kwargs: Any) -> None:
+    global _pool
+    if setting.startswith(conf.PREFIX):
+        with _lock:
+            old, _pool = _pool, None
+        if old is not None:
+            old.retire()
+
+
+# -- running one call --------------------------------------------------------------------
+
+
+def run_in_worker(call: DeferredCall) -> bool:
+    with db.like_a_request():
+        return _run(call) is None
+
+
+def run_inline(call: DeferredCall) -> bool:
+    # No close_old_connections() here: in a test it would close the connection that holds
+    # the TestCase transaction (Django's test client disconnects it around close() for that).
+    if _in_async_client_close():
+        # AsyncClient closes responses with sync_to_async(thread_sensitive=False). Run where
+        # its sync views run instead (the thread-sensitive thread, which holds the test's
+        # database connection): a task on the client's event loop sends us there.
+        loop = SyncToAsync.threadlocal.main_event_loop
+        coroutine = sync_to_async(_run, thread_sensitive=True)(call)
+        error = asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+    else:
+        error = _run(call)
+    if error is not None:
+        inline_failures.append((call, error))
+    return error is None
+
+
+def _in_async_client_close() -> bool:
+    """In a sync_to_async thread, outside any ThreadSensitiveContext.
+
+    Django's ASGIHandler runs each request in a ThreadSensitiveContext and closes its response
+    in that context's thread: thread-sensitive work would be sent to this very thread, which
+    is busy waiting, so there the calls run here. The test client's AsyncClient uses no such
+    context. Both attributes are asgiref internals (stable since 3.3), hence the getattr.
+    """
+    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    if loop is None or not loop.is_running():
+        return False
+    context = getattr(SyncToAsync, "thread_sensitive_context", None)
+    return context is not None and context.get(None) is None
+
+
+def _run(call: DeferredCall) -> Exception | None:
+    context = call.context
+    if not isinstance(context, CallContext):  # a DeferredCall made by hand
+        context = current_context("no request")
+    return context.run(lambda: _run_in_context(call, context.label))
+
+
+def _run_in_context(call: DeferredCall, label: str) -> Exception | None:
+    sender = call.fn
+    signals.call_started.send_robust(sender=sender, call=call)
+    started = time.perf_counter()
+    try:
+        execute(call)
+    except Exception as exc:
+        duration = time.perf_counter() - started
+        logger.exception("Deferred call %s failed (request: %s)", call.name, label)
+        signals.call_failed.send_robust(sender=sender, call=call, exception=exc, duration=duration)
+        return exc
+    signals.call_finished.send_robust(
+        sender=sender, call=call, duration=time.perf_counter() - started
+    )
+    return None
+
+
+def execute(call: DeferredCall) -> None:
+    fn = call.fn
+    if is_task(fn):
+        # Enqueued on its own backend now that the response is sent and the transaction
+        # committed: a distributed backend's write or broker round trip is off the request path.
+        fn.enqueue(*call.args, **call.kwargs)
+        return
+    if iscoroutinefunction(fn):
+        # On this thread (async_to_sync), never as a stray task on some event loop; ORM code it
+        # runs through sync_to_async comes back to this thread and its connections.
+        async_to_sync(fn)(*call.args, **call.kwargs)
+        return
+    result = fn(*call.args, **call.kwargs)
+    if inspect.isawaitable(result):  # e.g. a partial of a coroutine function
+        async_to_sync(_await)(result)
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def run_captured_call(call: DeferredCall) -> Exception | None:
+    """Run a call captured by capture_deferred() in this thread, like immediate mode."""
+    return _run(call)

@@ -1,0 +1,102 @@
+"""Deferred calls made inside ``transaction.atomic()`` wait for the commit.
+
+A call deferred while a connection is inside an atomic block gets one *gate* per such
+connection, registered with ``on_commit``. The gate opens when the transaction commits. When the
+transaction (or the savepoint the call was deferred in) rolls back, Django drops the gate from
+its ``run_on_commit`` list without calling it; a ``weakref.finalize`` on the gate notices and
+discards the call. Gates fire in the thread that owns the connection.
+
+The atomic blocks that ``TestCase`` opens around each test are not real transactions: they never
+commit. A call deferred in a view under ``TestCase`` therefore treats the moment its own atomic
+blocks have all exited as the commit (``settle_test_transactions``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Callable
+
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from .db import thread_connections
+from .deferred import DeferredCall, State, transition_lock
+
+
+def _real_blocks(connection: BaseDatabaseWrapper) -> bool:
+    # Django marks TestCase's own blocks with _from_testcase (django/test/testcases.py).
+    return any(not getattr(block, "_from_testcase", False) for block in connection.atomic_blocks)
+
+
+def open_transactions() -> list[BaseDatabaseWrapper]:
+    """The connections of this thread inside a real (not TestCase) atomic block."""
+    if asyncio._get_running_loop() is not None:
+        return []  # an event loop thread cannot be inside atomic(): the ORM refuses to run there
+    return [c for c in thread_connections() if c.in_atomic_block and _real_blocks(c)]
+
+
+class _Gate:
+    __slots__ = ("__weakref__", "call", "connection", "opened")
+
+    def __init__(self, call: DeferredCall, connection: BaseDatabaseWrapper) -> None:
+        self.call = call
+        self.connection = connection
+        self.opened = [False]  # shared with the finalizer, which must not reference the gate
+
+    def __call__(self) -> None:
+        self.opened[0] = True
+        _gate_opened(self.call)
+
+
+def _gate_opened(call: DeferredCall) -> None:
+    with transition_lock:
+        call.gates -= 1
+        settled = _take_on_settled(call) if call.gates == 0 else None
+    if settled is not None:
+        settled(call)
+
+
+def _gate_dropped(call: DeferredCall, opened: list[bool]) -> None:
+    if opened[0]:
+        return
+    with transition_lock:
+        call.gates -= 1
+        if call.state in (State.PENDING, State.WAITING):
+            call.state = State.DISCARDED
+        settled = _take_on_settled(call)  # one rollback settles it, whatever the other gates do
+    if settled is not None:
+        settled(call)
+
+
+def _take_on_settled(call: DeferredCall) -> Callable[[DeferredCall], None] | None:
+    # Called with transition_lock held: a call is settled at most once.
+    settled, call.on_settled = call.on_settled, None
+    return settled
+
+
+def wait_for_commit(call: DeferredCall, open_connections: list[BaseDatabaseWrapper]) -> None:
+    """Hold the call until every one of these connections commits; discard it on rollback."""
+    call.gates = len(open_connections)
+    for connection in open_connections:
+        gate = _Gate(call, connection)
+        weakref.finalize(gate, _gate_dropped, call, gate.opened)
+        connection.on_commit(gate, robust=True)
+
+
+def settle_test_transactions(gated: list[BaseDatabaseWrapper]) -> None:
+    """Open the gates on connections whose real atomic blocks have all exited.
+
+    Only a TestCase transaction can leave gates behind that way: a real outermost block runs
+    them on commit.
+    """
+    for connection in gated:
+        if _real_blocks(connection):
+            continue
+        mine = [entry[1] for entry in connection.run_on_commit if isinstance(entry[1], _Gate)]
+        if not mine:
+            continue
+        connection.run_on_commit = [
+            entry for entry in connection.run_on_commit if not isinstance(entry[1], _Gate)
+        ]
+        for gate in mine:
+            gate()

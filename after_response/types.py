@@ -1,0 +1,32 @@
+"""Types to annotate views with: django-stubs' ``HttpRequest`` knows nothing of ``defer``.
+
+from after_response.types import DeferringRequest
+
+def contact(request: DeferringRequest) -> HttpResponse:
+    request.defer(send_mail, subject, body, sender, [admin])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ParamSpec, Protocol
+
+from django.http import HttpRequest
+
+from .deferred import DeferredCall
+from .queues import Queue
+
+P = ParamSpec("P")
+
+
+class Defer(Protocol):
+    def __call__(
+        self, fn: Callable[P, object], /, *args: P.args, **kwargs: P.kwargs
+    ) -> DeferredCall: ...
+
+
+class DeferringRequest(HttpRequest):
+    """An ``HttpRequest`` that went through ``AfterResponseMiddleware``. For annotations only."""
+
+    on_response_sent: Queue
+    defer: Defer

@@ -1,0 +1,1 @@
+"""The Django project that tests/test_servers.py serves with real gunicorn and uvicorn processes."""

@@ -1,0 +1,295 @@
+"""End to end: real gunicorn (sync, gthread) and uvicorn servers, two worker processes each.
+
+Each server runs the project in tests/e2e/ as a subprocess on 127.0.0.1, on a port the kernel
+picks (port 0, read back from the server's log), against the database pytest-django created for
+this run. The tests talk to it over HTTP with httpx and watch the database for what the deferred
+calls did. Every wait is a bounded poll; every server is stopped by PID when its tests are done.
+
+``transaction=True``: the servers write through their own connections, so the test must see
+committed rows and must not hold its data in a transaction the servers cannot see.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.views import BODY
+from tests.models import Record
+from tests.servers import (
+    POSTGRES,
+    PROBLEM,
+    WAIT,
+    WORKER_PROCESSES,
+    Server,
+    poll,
+    row,
+    server_backends,
+    server_database,
+    unique,
+)
+
+pytestmark = [
+    pytest.mark.servers,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.timeout(90),
+]
+
+SLOW_SECONDS = 2.0  # how long the slow deferred call works
+FAST_RESPONSE = SLOW_SECONDS / 2  # seconds: a response that waited for that work took longer
+
+WSGI_APP = "django.core.wsgi:get_wsgi_application()"
+ASGI_APP = "django.core.asgi:get_asgi_application"  # a factory: uvicorn --factory
+GUNICORN = [
+    "-m",
+    "gunicorn",
+    "--bind",
+    "127.0.0.1:0",
+    "--workers",
+    str(WORKER_PROCESSES),
+    "--graceful-timeout",
+    "10",
+    "--no-control-socket",  # its default path is shared by every gunicorn of this user
+    "--access-logfile",
+    "-",
+]
+SERVERS = {
+    "gunicorn-sync": [*GUNICORN, "--worker-class", "sync", WSGI_APP],
+    "gunicorn-gthread": [*GUNICORN, "--worker-class", "gthread", "--threads", "4", WSGI_APP],
+    "uvicorn": [
+        "-m",
+        "uvicorn",
+        "--factory",
+        ASGI_APP,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--workers",
+        str(WORKER_PROCESSES),
+        "--timeout-graceful-shutdown",
+        "10",
+    ],
+}
+# Stopped with SIGTERM while deferred calls work. uvicorn runs no exit hook: only the library's
+# ASGI wrapper, on the lifespan shutdown, can drain there (README, "Servers").
+DRAINING = {
+    "gunicorn-sync": SERVERS["gunicorn-sync"],
+    "gunicorn-gthread": SERVERS["gunicorn-gthread"],
+    "uvicorn-lifespan": [
+        "after_response.asgi:get_asgi_application" if part == ASGI_APP else part
+        for part in SERVERS["uvicorn"]
+    ],
+}
+
+# -- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=list(SERVERS))
+def server(
+    request: pytest.FixtureRequest,
+    django_db_setup: None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Server]:
+    kind = request.param
+    log_path = tmp_path_factory.mktemp(kind) / "server.log"
+    started = Server(kind, SERVERS[kind], log_path, server_database(kind))
+    try:
+        started.wait_until_ready()
+        yield started
+    finally:
+        killed = started.stop()
+    assert not killed, started.explain(f"had to SIGKILL {killed}: SIGTERM did not stop them")
+
+
+@pytest.fixture
+def log_offset(server: Server) -> Iterator[int]:
+    """Where this test's part of the server log starts; it must show no error."""
+    offset = len(server.log())
+    yield offset
+    new = server.log()[offset:]
+    assert not PROBLEM.search(new), server.explain("the server logged an error", since=offset)
+
+
+# -- tests -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "framing"),
+    [("slow", "content-length"), ("slow-stream", "transfer-encoding")],
+    ids=["content-length", "chunked"],
+)
+def test_whole_response_arrives_before_the_deferred_call_finishes(
+    server: Server, log_offset: int, path: str, framing: str
+) -> None:
+    # One slow call per worker process: a server that ran the calls inside close(), before it
+    # closes the socket, would hold up both sync workers, and the probes below with them.
+    names = [unique(path) for _ in range(WORKER_PROCESSES)]
+    served = []
+    with server.client() as client:
+        for name in names:
+            sent = time.time()
+            response = client.get(f"/{path}/{name}/", params={"seconds": SLOW_SECONDS})
+            received = time.time()  # the whole body has been read
+            assert response.status_code == 200, server.explain(response.text, since=log_offset)
+            assert framing in response.headers
+            assert response.content == BODY
+            assert row(name) is None, server.explain("the call finished before the response")
+            assert received - sent < FAST_RESPONSE, f"the response took {received - sent:.2f} s"
+            served.append((name, response, received))
+
+        for _ in range(2 * WORKER_PROCESSES):
+            assert client.get("/ready/").status_code == 200
+        assert [row(name) for name in names] == [None] * len(names), server.explain(
+            "the calls finished before the server answered other requests", since=log_offset
+        )
+
+    for name, response, received in served:
+        marker = poll(
+            lambda n=name: row(n),
+            WAIT,
+            lambda n=name: server.explain(f"the deferred call never wrote {n}", since=log_offset),
+        )
+        done = json.loads(marker.value)
+        assert done["pid"] == int(response.headers["x-pid"]), "not run where it was deferred"
+        assert float(response.headers["x-deferred-at"]) <= done["started"]
+        assert received < done["finished"]
+        assert done["finished"] - done["started"] >= SLOW_SECONDS
+
+
+def test_streamed_response_hands_off_after_its_last_chunk(server: Server, log_offset: int) -> None:
+    name = unique("held")
+    with server.client() as client, client.stream("GET", f"/held-stream/{name}/") as response:
+        assert response.status_code == 200
+        chunks = response.iter_raw()
+        first = next(chunks)  # the view's iterator now waits for the go-ahead row
+        assert row(f"{name}/started") is None, "the call started while its response streamed"
+        go_ahead = time.time()
+        Record.objects.create(name=f"{name}/go")
+        body = first + b"".join(chunks)
+    assert body == BODY
+
+    marker = poll(
+        lambda: row(name),
+        WAIT,
+        lambda: server.explain(f"the deferred call never wrote {name}", since=log_offset),
+    )
+    # Deterministic, unlike a check that something has not happened yet: the call cannot have
+    # started before the row that let the stream finish existed.
+    assert json.loads(marker.value)["started"] > go_ahead
+
+
+def test_deferred_orm_writes_land_in_the_database(server: Server, log_offset: int) -> None:
+    # Sync views defer a function, async views a coroutine function (Manager.acreate).
+    names = {unique(kind): path for kind, path in [("sync", "write"), ("async", "async-write")] * 3}
+    with server.client() as client, concurrent.futures.ThreadPoolExecutor(3) as requests:
+        responses = requests.map(lambda name: client.get(f"/{names[name]}/{name}/"), names)
+        for name, response in zip(names, responses, strict=True):
+            assert (response.status_code, response.text) == (200, name), server.explain(
+                response.text, since=log_offset
+            )
+
+    def all_written() -> list[Record] | None:
+        rows = list(Record.objects.filter(name__in=names))
+        return rows if len(rows) >= len(names) else None
+
+    rows = poll(
+        all_written,
+        WAIT,
+        lambda: server.explain(
+            f"written: {sorted(Record.objects.values_list('name', flat=True))}, "
+            f"expected: {sorted(names)}",
+            since=log_offset,
+        ),
+    )
+    assert sorted(r.name for r in rows) == sorted(names)  # each call ran exactly once
+    assert {int(r.value) for r in rows} <= set(server.worker_pids)
+
+
+@pytest.mark.skipif(
+    not POSTGRES, reason="pg_stat_activity is PostgreSQL's: SQLite has no backends to count"
+)
+def test_database_connections_return_to_the_baseline(server: Server, log_offset: int) -> None:
+    baseline = len(server_backends(server))
+    slow, writes = unique("slow"), [unique("sync"), unique("async")]
+    with server.client() as client:
+        assert client.get(f"/slow/{slow}/", params={"seconds": SLOW_SECONDS}).status_code == 200
+        assert client.get(f"/write/{writes[0]}/").status_code == 200
+        assert client.get(f"/async-write/{writes[1]}/").status_code == 200
+
+    # The slow call holds a connection while it works: the count sees the server's backends.
+    poll(
+        lambda: len(server_backends(server)) > baseline,
+        WAIT,
+        lambda: server.explain(f"no backend above the baseline of {baseline}", since=log_offset),
+    )
+    assert row(slow) is None, "the slow call finished before its connection was seen"
+    for name in [slow, *writes]:
+        poll(lambda n=name: row(n), WAIT, lambda n=name: server.explain(f"{n} never written"))
+
+    # Each call closes its connections when it ends (CONN_MAX_AGE = 0), in every worker thread:
+    # a worker thread that kept its connection would keep its backend.
+    poll(
+        lambda: len(server_backends(server)) == baseline,
+        WAIT,
+        lambda: server.explain(
+            f"backends still connected, baseline {baseline}: {server_backends(server)}",
+            since=log_offset,
+        ),
+    )
+
+
+@pytest.mark.parametrize("kind", DRAINING)
+def test_sigterm_lets_the_calls_in_flight_finish(kind: str, tmp_path: Path) -> None:
+    server = Server(kind, DRAINING[kind], tmp_path / "server.log", server_database(kind))
+    names = [unique("drained") for _ in range(WORKER_PROCESSES)]
+    try:
+        server.wait_until_ready()
+        with server.client() as client:
+            for name in names:
+                response = client.get(f"/slow/{name}/", params={"seconds": SLOW_SECONDS})
+                assert response.status_code == 200, server.explain(response.text)
+        poll(
+            lambda: all(row(f"{name}/started") for name in names),
+            WAIT,
+            lambda: server.explain("the calls never started"),
+        )
+        assert [row(name) for name in names] == [None] * len(names), "finished before SIGTERM"
+    finally:
+        killed = server.stop()  # SIGTERM, and the wait for every process of the server to end
+    assert not killed, server.explain(f"had to SIGKILL {killed}: SIGTERM did not stop them")
+    # Every process has exited: what the calls did not write by now, they never will.
+    assert all(row(name) for name in names), server.explain("calls lost at shutdown")
+    assert not PROBLEM.search(server.log()), server.explain("the server logged an error")
+
+
+def test_immediate_mode_under_uvicorn(tmp_path: Path) -> None:
+    """AFTER_RESPONSE_IMMEDIATE under a real ASGI server: calls run inline when the response
+    closes, in the request's thread-sensitive thread, for sync and async views alike."""
+    kind = "uvicorn"
+    server = Server(
+        kind,
+        SERVERS[kind],
+        tmp_path / "server.log",
+        server_database(kind),
+        AFTER_RESPONSE_E2E_IMMEDIATE="1",
+    )
+    names = [unique("sync"), unique("async")]
+    try:
+        server.wait_until_ready()
+        with server.client() as client:
+            for name, path in zip(names, ["write", "async-write"], strict=True):
+                assert client.get(f"/{path}/{name}/").status_code == 200, server.explain(path)
+        poll(
+            lambda: all(row(name) for name in names),
+            WAIT,
+            lambda: server.explain("immediate calls never ran"),
+        )
+    finally:
+        killed = server.stop()
+    assert not killed, server.explain(f"had to SIGKILL {killed}: SIGTERM did not stop them")
