@@ -20,12 +20,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 
 SITE = Path(__file__).resolve().parent.parent / "sample_site"
 START_TIMEOUT = 30.0  # seconds for migrate, and for gunicorn to listen
 STOP_TIMEOUT = 10.0  # seconds from SIGTERM to SIGKILL
 POLL_INTERVAL = 0.05  # seconds
+REQUEST_TIMEOUT = 10.0  # seconds
 
 T = TypeVar("T")
 
@@ -45,6 +47,17 @@ class Server:
 
     def worker_pids(self) -> list[str]:
         return re.findall(r"Booting worker with pid: (\d+)", self.log.read_text())
+
+    def client(self) -> httpx.Client:
+        # No keep-alive. gunicorn's gthread worker closes an idle connection after `keepalive`
+        # (2 s): a test that waits about that long for a deferred call and then reuses the
+        # connection races the close and gets "Server disconnected without sending a response"
+        # (seen once in CI). A browser retries such a request; a test client should not need to.
+        return httpx.Client(
+            base_url=self.url,
+            timeout=REQUEST_TIMEOUT,
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
 
 
 @contextlib.contextmanager

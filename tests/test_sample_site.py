@@ -40,7 +40,7 @@ def _note(server: Server, recipient: str) -> dict[str, Any] | None:
 
 def test_redirect_comes_before_the_deferred_call(server: Server) -> None:
     recipient = f"pytest {uuid.uuid4().hex[:8]}"
-    with httpx.Client(base_url=server.url, timeout=10.0) as client:
+    with server.client() as client:
         form = client.get("/")
         assert form.status_code == 200
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)
@@ -95,7 +95,7 @@ HEADER = "title,author,book_type,isbn,year_published,price,no_of_pages,quantity\
 def test_import_through_the_json_endpoint(server: Server) -> None:
     csv = HEADER + "Dune,Frank Herbert,Sci-tech,9780441013593,1965,9.99,412,3\n"
     csv += "Dune,Frank Herbert,Sci-tech,9780441013594,1965,9.99,412,3\n"  # bad check digit
-    with httpx.Client(base_url=server.url, timeout=10.0) as client:
+    with server.client() as client:
         bad = client.post("/api/imports/", files={"file": ("books.txt", "x", "text/plain")})
         assert bad.status_code == 400
         assert bad.json() == {"error": "Unsupported file type '.txt': upload a .csv or .xlsx file."}
@@ -114,12 +114,12 @@ def test_import_through_the_json_endpoint(server: Server) -> None:
 def test_stale_offer_is_refreshed_once_across_processes(server: Server) -> None:
     """Concurrent readers of a stale offer, spread over both gunicorn processes: the database
     lease lets exactly one of them defer the refresh."""
-    with httpx.Client(base_url=server.url, timeout=10.0) as client:
+    with server.client() as client:
         import_books(server, client, HEADER + "Dune,F. H.,Sci-tech,9780441013593,1965,9.99,412,3\n")
     [book] = server.rows("SELECT id, isbn FROM demo_book")
 
     def read(_: int) -> str:
-        with httpx.Client(base_url=server.url, timeout=10.0) as client:
+        with server.client() as client:
             response = client.get(f"/books/{book['id']}/")
             assert response.status_code == 200
             return response.text
@@ -149,7 +149,7 @@ def test_stale_offer_is_refreshed_once_across_processes(server: Server) -> None:
         ("done", True)
     ]
 
-    with httpx.Client(base_url=server.url, timeout=10.0) as client:
+    with server.client() as client:
         page = client.get(f"/books/{book['id']}/").text
     assert f"Price {float(offer['price']):.2f}, {offer['in_stock']} in stock" in page
     assert "Being refreshed" not in page
