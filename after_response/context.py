@@ -1,10 +1,12 @@
 """What a deferred call carries over from the request that deferred it, and nothing else.
 
-Captured explicitly, not by copying ``contextvars``: asgiref >= 3.12 (django/asgiref#564)
-ignores request-local data of a copied context on another thread, and a copied context would
-carry state of the request (user, session) that must not leak into other work. Captured once
-per request, at its first ``defer()``: by then the view runs, so the language and time zone
-that middleware or the view activated are in place.
+Four values, set explicitly in a fresh context in the worker; the call never runs in a copy of
+the request's context: asgiref >= 3.12 (django/asgiref#564) ignores request-local data of a
+copied context on another thread, and a copy would carry state of the request (user, session)
+that must not leak into other work. Captured once per request, at its first ``defer()``: by
+then the view runs, so the language and time zone that middleware or the view activated are in
+place. The capture is cheap: the script prefix and urlconf come from the request, the language
+and time zone from a snapshot read in the worker (``snapshot.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable
 from datetime import tzinfo
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.http import HttpRequest
@@ -24,15 +26,28 @@ from django.urls import (
 )
 from django.utils import timezone, translation
 
+from . import snapshot
 from .deferred import callable_name
 
 T = TypeVar("T")
 
 
 class CallContext:
-    """Language, time zone, script prefix and urlconf; plus a label naming the request."""
+    """Language, time zone, script prefix and urlconf; plus a label naming the request.
 
-    __slots__ = ("label", "language", "script_prefix", "timezone", "urlconf")
+    Built on the request path, where it only keeps references: the rest is worked out from them
+    when a worker needs it.
+    """
+
+    __slots__ = (
+        "_label",
+        "_language",
+        "_request_info",
+        "_script_prefix",
+        "_snapshot",
+        "_timezone",
+        "urlconf",
+    )
 
     def __init__(
         self,
@@ -42,11 +57,74 @@ class CallContext:
         script_prefix: str,
         urlconf: str | None,
     ) -> None:
-        self.label = label
-        self.language = language
-        self.timezone = tz
-        self.script_prefix = script_prefix
+        self._label: str | None = label
+        self._language = language
+        self._timezone: tzinfo | None = tz
+        self._script_prefix: str | None = script_prefix
+        self._snapshot: snapshot.Snapshot | None = None
+        # Method, resolver match, path and path_info of the request, or None.
+        self._request_info: tuple[str | None, Any, str, str] | None = None
         self.urlconf = urlconf
+
+    @classmethod
+    def of(cls, request: HttpRequest) -> CallContext:
+        self = cls.__new__(cls)
+        self._label = self._script_prefix = None
+        if snapshot.available:
+            self._snapshot = snapshot.take()
+            self._language = self._timezone = None
+        else:
+            self._snapshot = None
+            self._language = translation.get_language()
+            self._timezone = timezone.get_current_timezone()
+        # HttpRequest has no __slots__: reading __dict__ skips the cost of a missing attribute.
+        attributes = request.__dict__
+        self._request_info = (
+            request.method,
+            attributes.get("resolver_match"),
+            request.path,
+            request.path_info,
+        )
+        self.urlconf = attributes.get("urlconf")
+        return self
+
+    @property
+    def label(self) -> str:
+        """Method and route (or view name) of the request, never its path (which may carry
+        tokens); or what ran outside a request ("no request")."""
+        if self._label is None:
+            method, match, _, _ = self._request_info  # type: ignore[misc]
+            self._label = label_of(method, match)
+        return self._label
+
+    @property
+    def language(self) -> str | None:
+        if self._snapshot is not None:
+            self._resolve()
+        return self._language
+
+    @property
+    def timezone(self) -> tzinfo:
+        if self._snapshot is not None:
+            self._resolve()
+        return self._timezone  # type: ignore[return-value]
+
+    def _resolve(self) -> None:
+        taken = self._snapshot
+        if taken is not None:
+            self._language = snapshot.language(taken)
+            self._timezone = snapshot.current_timezone(taken)
+            self._snapshot = None  # and the copied context with it
+
+    @property
+    def script_prefix(self) -> str:
+        if self._script_prefix is None:
+            # What Django's handler activated for the request (set_script_prefix): the part
+            # of the path before path_info.
+            _, _, path, path_info = self._request_info  # type: ignore[misc]
+            script_name = path[: len(path) - len(path_info)] if path.endswith(path_info) else ""
+            self._script_prefix = script_name.rstrip("/") + "/"
+        return self._script_prefix
 
     def run(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` in a fresh ``contextvars`` context with these values active."""
@@ -60,8 +138,9 @@ class CallContext:
             translation.activate(self.language)
         if self.timezone is not timezone.get_default_timezone():
             timezone.activate(self.timezone)
-        if self.script_prefix != "/":
-            set_script_prefix(self.script_prefix)
+        script_prefix = self.script_prefix
+        if script_prefix != "/":
+            set_script_prefix(script_prefix)
         if self.urlconf is not None:
             set_urlconf(self.urlconf)
         return fn()
@@ -73,15 +152,7 @@ def of_request(request: HttpRequest | None) -> CallContext:
     # The script prefix and urlconf come from the request: they are what Django's handler
     # and BaseHandler activated from it (set_script_prefix / set_urlconf), and reading them
     # there is much cheaper than through their asgiref Locals.
-    path, path_info = request.path, request.path_info
-    script_name = path[: len(path) - len(path_info)] if path.endswith(path_info) else ""
-    return CallContext(
-        request_label(request),
-        translation.get_language(),
-        timezone.get_current_timezone(),
-        script_name.rstrip("/") + "/",
-        getattr(request, "urlconf", None),
-    )
+    return CallContext.of(request)
 
 
 def current(label: str) -> CallContext:
@@ -95,10 +166,8 @@ def current(label: str) -> CallContext:
     )
 
 
-def request_label(request: HttpRequest) -> str:
-    """Method and route (or view name): never the raw path, which may carry tokens."""
-    match = getattr(request, "resolver_match", None)
+def label_of(method: str | None, match: Any) -> str:
     where = "unresolved URL"
     if match is not None:
         where = match.route or match.view_name or callable_name(match.func)
-    return f"{request.method} {where}"
+    return f"{method} {where}"

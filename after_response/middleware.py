@@ -1,61 +1,59 @@
 """Attach ``request.defer`` / ``request.on_response_sent``; hand off when the response is sent.
 
-The hand-off point is the close of the response the server actually sent. Two routes lead there,
-both idempotent:
+The hand-off point is the close of the response the server actually sent. Django's handler
+appends ``request.close`` to the closers of that final response, whatever the middleware did to
+it (``BaseHandler.get_response`` and ``get_response_async``, django/core/handlers/base.py, since
+Django 3.0): the middleware gives the request its own ``close`` (it closes the uploaded files as
+before, then hands the queue off). So:
 
-* a closer appended to the ``_resource_closers`` of the response this middleware returns: the
-  server calls ``response.close()`` after writing the body (WSGI: in the request thread; ASGI:
-  through ``sync_to_async``), streaming and file responses included;
-* ``request_finished``, which Django sends from every ``close()`` and, under ASGI, also when
-  the client disconnected and no response is closed at all (Django >= 5.0). It finds the queue
-  through a context variable set at ``request_started``, so it also works when an outer
-  middleware swapped the response (``ConditionalGetMiddleware``'s 304) or when this middleware
-  is not the outermost. Under ASGI its sync receivers run in the request's thread-sensitive
-  thread, i.e. after a sync view that is still running has returned.
+* the server's ``response.close()`` hands off (WSGI: in the request thread, after the body;
+  ASGI: through ``sync_to_async``), streaming and file responses included;
+* a response swapped in by an outer middleware (``ConditionalGetMiddleware``'s 304) still
+  carries it, and nothing of ours is on the response the cache middleware pickles, so a
+  response replayed from the cache re-runs nothing;
+* a WSGI request runs no signal receiver of ours.
+
+Under ASGI, Django >= 5.0 closes no response when the client disconnects while the view runs:
+it cancels the request's task (and sends ``request_finished``). In async mode the middleware sees
+the cancellation and hands off through ``sync_to_async``, i.e. in the request's thread-sensitive
+thread, after a sync view that is still running there has returned. In sync mode (a sync-only
+middleware below it) the middleware itself runs in that thread: a ``request_finished``
+receiver, connected for ``ASGIHandler`` only and run by Django in that same thread, hands off
+the queue the middleware left in a thread-local.
 """
 
 from __future__ import annotations
 
-import contextvars
+import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.core.signals import request_finished, request_started
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.core.handlers.asgi import ASGIHandler
+from django.core.signals import request_finished
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
 from . import conf
 from .queues import ResponseQueue, current
 
-
-class _Slot:
-    __slots__ = ("queue",)
-
-    def __init__(self) -> None:
-        self.queue: ResponseQueue | None = None
+# Sync mode: the queue of the request this thread serves (see the module docstring).
+_this_thread = threading.local()
 
 
-# Set by request_started in the handler's context, which both the middleware (a child
-# context) and the request_finished receivers (the same or a child context) can see.
-_slot: contextvars.ContextVar[_Slot | None] = contextvars.ContextVar(
-    "after_response_slot", default=None
-)
-
-
-def _on_request_started(**kwargs: Any) -> None:
-    _slot.set(_Slot())
-
-
-def _on_request_finished(**kwargs: Any) -> None:
-    slot = _slot.get()
-    if slot is not None and slot.queue is not None:
-        queue, slot.queue = slot.queue, None
+def _on_asgi_request_finished(**kwargs: Any) -> None:
+    queue = getattr(_this_thread, "queue", None)
+    if queue is not None:
+        _this_thread.queue = None
         queue.flush()
 
 
-class _FlushOnClose:
-    """A response closer. Pickles as a no-op: a response replayed from the cache re-runs nothing."""
+class _CloseAndHandOff:
+    """``request.close`` for a request with a queue: Django's ``close()``, then the hand-off.
+
+    Holds the queue, not the request (the queue's reference to it is weak): no cycle.
+    """
 
     __slots__ = ("queue",)
 
@@ -63,19 +61,13 @@ class _FlushOnClose:
         self.queue = queue
 
     def __call__(self) -> None:
-        self.queue.flush()
-
-    def __reduce__(self) -> tuple[type[_Replayed], tuple[()]]:
-        return (_Replayed, ())
-
-
-class _Replayed:
-    """The closer of a response unpickled from the cache: its calls ran with the original."""
-
-    __slots__ = ()
-
-    def __call__(self) -> None:
-        pass
+        queue = self.queue
+        request = queue.request
+        try:
+            if request is not None:
+                type(request).close(request)  # closes its uploaded files
+        finally:
+            queue.flush()
 
 
 class AfterResponseMiddleware:
@@ -92,37 +84,41 @@ class AfterResponseMiddleware:
         if self.async_mode:
             markcoroutinefunction(self)
         conf.get()  # a bad setting fails at start-up, not on the first deferred call
-        request_started.connect(_on_request_started, dispatch_uid="after_response.started")
-        request_finished.connect(_on_request_finished, dispatch_uid="after_response.finished")
+        # For ASGIHandler only: Django's Signal skips it for WSGI requests before calling it.
+        request_finished.connect(
+            _on_asgi_request_finished,
+            sender=ASGIHandler,
+            dispatch_uid="after_response.asgi_finished",
+        )
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)
         queue = _begin(request)
+        _this_thread.queue = queue
         token = current.set(queue)
         try:
-            response = self.get_response(request)
+            return self.get_response(request)
         finally:
             current.reset(token)
-        response._resource_closers.append(_FlushOnClose(queue))  # type: ignore[union-attr]
-        return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         queue = _begin(request)
         token = current.set(queue)
         try:
-            response = await self.get_response(request)  # type: ignore[misc]
+            return await self.get_response(request)  # type: ignore[no-any-return,misc]
+        except asyncio.CancelledError:
+            # The client went away: no response will be closed. Hand off in the request's
+            # thread-sensitive thread, behind a sync view that may still be running there.
+            await sync_to_async(queue.flush)()
+            raise
         finally:
             current.reset(token)
-        response._resource_closers.append(_FlushOnClose(queue))
-        return response  # type: ignore[no-any-return]
 
 
 def _begin(request: HttpRequest) -> ResponseQueue:
     queue = ResponseQueue(request)
     request.on_response_sent = queue  # type: ignore[attr-defined]
     request.defer = queue.defer  # type: ignore[attr-defined]
-    slot = _slot.get()
-    if slot is not None:
-        slot.queue = queue
+    request.close = _CloseAndHandOff(queue)  # type: ignore[method-assign]
     return queue

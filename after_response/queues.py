@@ -26,15 +26,20 @@ current: contextvars.ContextVar[ResponseQueue] = contextvars.ContextVar("after_r
 class Queue(CallQueue):
     """A CallQueue that validates what is deferred and holds calls until their commit."""
 
-    __slots__ = ("_where",)
-
-    def __init__(self, where: str) -> None:
-        super().__init__()
-        self._where = where
+    __slots__ = ()
+    where = "after_response.defer()"  # for error messages
 
     def defer(self, fn: Callable[P, object], /, *args: P.args, **kwargs: P.kwargs) -> DeferredCall:
         """Run ``fn(*args, **kwargs)`` once the response has been sent (and after commit)."""
-        return self.add(fn, args, kwargs)
+        # The request path: what add() does, without its options.
+        if args or kwargs or not callable(fn):
+            validate(self.where, fn, args, kwargs)
+        call = DeferredCall(fn, args, kwargs, self._context())
+        open_connections = transactions.open_transactions()
+        if open_connections:
+            self._wait_for_commit(call, open_connections)
+        self.append(call)
+        return call
 
     def add(
         self,
@@ -50,40 +55,50 @@ class Queue(CallQueue):
         ``wait_for_commit=False`` runs the call even if the transaction it was deferred in
         rolls back (an error report, say).
         """
+        args = tuple(args)
         if kwargs is None:
             kwargs = {}
         if args or kwargs or not callable(fn):
-            validate(self._where, fn, args, kwargs)
-        call = DeferredCall(fn, tuple(args), kwargs, self._context())
+            validate(self.where, fn, args, kwargs)
+        call = DeferredCall(fn, args, kwargs, self._context())
         if wait_for_commit:
             open_connections = transactions.open_transactions()
             if open_connections:
-                transactions.wait_for_commit(call, open_connections)
-                self._waiting_on(open_connections)
+                self._wait_for_commit(call, open_connections)
         self.append(call)
         return call
 
     def _context(self) -> CallContext:
         return context.current("no request")
 
-    def _waiting_on(self, connections: list[BaseDatabaseWrapper]) -> None:
-        pass
+    def _wait_for_commit(self, call: DeferredCall, connections: list[BaseDatabaseWrapper]) -> None:
+        transactions.wait_for_commit(call, connections)
 
     def hand_off(self, calls: list[DeferredCall]) -> None:
         runtime.hand_off(calls)
 
 
 class ResponseQueue(Queue):
-    """``request.on_response_sent``: the calls a request deferred, run after its response."""
+    """``request.on_response_sent``: the calls a request deferred, run after its response.
+
+    One is made for every request, deferring or not: it stays small, and what it needs from
+    the request is read at the first ``defer()``.
+    """
 
     __slots__ = ("_call_context", "_gated", "_request")
+    where = "request.defer()"
 
     def __init__(self, request: HttpRequest) -> None:
-        super().__init__("request.defer()")
+        self._calls = []
         # Weak: the request must not outlive its response because of us.
         self._request = weakref.ref(request)
         self._call_context: CallContext | None = None
-        self._gated: list[BaseDatabaseWrapper] = []
+        self._gated: list[BaseDatabaseWrapper] | None = None
+
+    @property
+    def request(self) -> HttpRequest | None:
+        """The request, while it is alive."""
+        return self._request()
 
     def _context(self) -> CallContext:
         captured = self._call_context
@@ -91,13 +106,16 @@ class ResponseQueue(Queue):
             captured = self._call_context = context.of_request(self._request())
         return captured
 
-    def _waiting_on(self, connections: list[BaseDatabaseWrapper]) -> None:
+    def _wait_for_commit(self, call: DeferredCall, connections: list[BaseDatabaseWrapper]) -> None:
+        transactions.wait_for_commit(call, connections)
+        if self._gated is None:
+            self._gated = []
         self._gated.extend(connections)
 
     def hand_off(self, calls: list[DeferredCall]) -> None:
         if self._gated:
             transactions.settle_test_transactions(self._gated)
-            self._gated = []
+            self._gated = None
         runtime.hand_off(calls)
 
 
@@ -107,7 +125,6 @@ class OutsideRequest(Queue):
     __slots__ = ()
 
     def __init__(self) -> None:
-        super().__init__("after_response.defer()")
         self._calls = None  # always already "sent"
 
 

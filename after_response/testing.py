@@ -103,9 +103,9 @@ def _with_queue(request: HttpRequest) -> HttpRequest:
 
 class _FactoryQueue(Queue):
     __slots__ = ()
+    where = "request.defer()"
 
     def __init__(self) -> None:
-        super().__init__("request.defer()")
         self._calls = None
 
 

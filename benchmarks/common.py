@@ -146,37 +146,19 @@ def serve(handler: Callable[..., Any], path: str) -> None:
 
 def handlers(
     middleware: Sequence[str] = (),
-) -> tuple[Callable[..., Any], Callable[..., Any], Callable[[bool], None]]:
-    """Two WSGIHandlers, with after_response's middleware and with ``middleware``, and a switch.
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """Two WSGIHandlers: with after_response's middleware, and with ``middleware`` instead.
 
-    The middleware connects receivers of request_started and request_finished, which then run
-    for every request of the process: the switch connects them for the requests of the
-    handler with the middleware and disconnects them for the other, as in a process without it.
+    The middleware connects no signal receiver that runs for a WSGI request (its one receiver
+    is for ASGIHandler), so the two differ by the middleware alone, as two processes would.
     """
     from django.core.handlers.wsgi import WSGIHandler
-    from django.core.signals import request_finished, request_started
     from django.test.utils import override_settings
-
-    from after_response.middleware import AfterResponseMiddleware
-
-    from . import views
 
     with_middleware = WSGIHandler()
     with override_settings(MIDDLEWARE=list(middleware)):
         plain = WSGIHandler()
-    state = {"connected": True}
-
-    def connect(connected: bool) -> None:
-        if connected == state["connected"]:
-            return
-        if connected:
-            AfterResponseMiddleware(views.hello)  # its __init__ connects them
-        else:
-            assert request_started.disconnect(dispatch_uid="after_response.started")
-            assert request_finished.disconnect(dispatch_uid="after_response.finished")
-        state["connected"] = connected
-
-    return with_middleware, plain, connect
+    return with_middleware, plain
 
 
 # -- statistics and timing -----------------------------------------------------------------

@@ -178,15 +178,13 @@ def run(smoke: bool = False, celery: bool = True) -> common.Result:
     max_connections = int(common.pg_admin("SHOW max_connections")[0][0])
     with common.database("postgres") as db_name:
         common.setup_django("postgres", db_name, {"WORKERS": WORKERS})
-        with_middleware, plain, middleware_signals = common.handlers()
+        with_middleware, plain = common.handlers()
         measured = {}
         # after_response's pool is shut down after the last side, to show what that leaves.
         for name in (THREADS, TPE, LIBRARY, LIBRARY_60):
             library = name in (LIBRARY, LIBRARY_60)
-            middleware_signals(library)
             handler = with_middleware if library else plain
             measured[name] = one_side(name, handler, sizes, db_name)
-        middleware_signals(True)
         from django.db import connections
 
         import after_response

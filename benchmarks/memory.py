@@ -72,11 +72,10 @@ def flood(side: str, calls: int) -> dict[str, Any]:
 
         from . import views
 
-        with_middleware, plain, middleware_signals = common.handlers()
+        with_middleware, plain = common.handlers()
         executor = concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS)
         if side == "tpe":
             views.SINKS["memory"] = lambda request: executor.submit(store, bytes(PAYLOAD))
-            middleware_signals(False)
             handler = plain
         else:
             views.SINKS["memory"] = lambda request: request.defer(store, bytes(PAYLOAD))

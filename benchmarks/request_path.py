@@ -229,14 +229,13 @@ def end_to_end(sides: dict[str, Side], count: int, calls: int, rounds: int) -> d
     """
     from . import views
 
-    with_middleware, plain, middleware_signals = common.handlers()
+    with_middleware, plain = common.handlers()
     views.SINKS[NONE] = lambda request: None
     for name, side in sides.items():
         views.SINKS[SIDE_KEYS[name]] = side.sink
 
     def batch(name: str, requests: int) -> float:
         library = name == LIBRARY
-        middleware_signals(library)
         handler = with_middleware if library else plain
         path = f"/defer/{SIDE_KEYS.get(name, NONE)}/{count}/"
         t0 = time.perf_counter()
@@ -259,7 +258,6 @@ def end_to_end(sides: dict[str, Side], count: int, calls: int, rounds: int) -> d
             baseline.append(seconds[NONE] / requests * 1e6)
         if CELERY in sides:
             sides[CELERY].purge()  # type: ignore[attr-defined]
-    middleware_signals(True)
     return per_call | {"baseline_request_us": baseline}
 
 

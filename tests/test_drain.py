@@ -203,27 +203,28 @@ class Run:
     def fire(self, n: int, seconds: float) -> None:
         """``n`` requests, ``CLIENTS`` at a time; each defers one call."""
         names = [f"{self.prefix}-{i}" for i in range(n)]
-        with (
-            self.server.client() as client,
-            concurrent.futures.ThreadPoolExecutor(CLIENTS) as pool,
-        ):
-            responses = pool.map(self._send(client, seconds), names)
+        with concurrent.futures.ThreadPoolExecutor(CLIENTS) as pool:
+            responses = pool.map(self._send(self.server, seconds), names)
             for name, response in zip(names, responses, strict=True):
                 assert (response.status_code, response.text) == (200, name), self.server.explain(
                     f"{name}: {response.status_code} {response.text[:200]}"
                 )
 
     @staticmethod
-    def _send(client: httpx.Client, seconds: float) -> Callable[[str], httpx.Response]:
+    def _send(server: Server, seconds: float) -> Callable[[str], httpx.Response]:
+        # One client per request: an httpx.Client shared by the threads failed once in CI with
+        # "ReadError: [Errno 9] Bad file descriptor" on the client's side.
         def send(name: str) -> httpx.Response:
-            try:
-                return client.get(f"/insert/{name}/", params={"seconds": seconds})
-            except httpx.RemoteProtocolError:
-                # pyuwsgi 2.0.30 now and then closes a connection without answering while many
-                # calls wait at the gate: no log line, its request counter skips one, and the
-                # shutdown report counts one call fewer. The request never reached Django, so
-                # it is sent again; had it deferred its call, the extra row would fail the test.
-                return client.get(f"/insert/{name}/", params={"seconds": seconds})
+            with server.client() as client:
+                try:
+                    return client.get(f"/insert/{name}/", params={"seconds": seconds})
+                except httpx.RemoteProtocolError:
+                    # pyuwsgi 2.0.30 now and then closes a connection without answering while
+                    # many calls wait at the gate: no log line, its request counter skips one,
+                    # and the shutdown report counts one call fewer. The request never reached
+                    # Django, so it is sent again; had it deferred its call, the extra row
+                    # would fail the test.
+                    return client.get(f"/insert/{name}/", params={"seconds": seconds})
 
         return send
 

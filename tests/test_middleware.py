@@ -10,6 +10,7 @@ import threading
 import pytest
 from asgiref.sync import async_to_sync
 from django.core.cache import cache
+from django.http import HttpResponse
 from django.test import AsyncClient, Client, override_settings
 
 import after_response
@@ -121,17 +122,20 @@ def test_cache_conditional_get_and_gzip_in_any_order(client, order):
     assert recorder.names() == ["cacheable", "cacheable", "template"]
 
 
-def test_our_closer_pickles_as_a_no_op():
+def test_nothing_of_ours_is_on_the_response_the_middleware_returns():
+    """What the cache middleware pickles carries no closer of ours: the hand-off hangs on the
+    request's close(), which Django's handler adds to the final response after the middleware."""
     from django.test import RequestFactory
 
-    from after_response.middleware import _FlushOnClose, _Replayed
-    from after_response.queues import ResponseQueue
-
-    queue = ResponseQueue(RequestFactory().get("/"))
-    closer = pickle.loads(pickle.dumps(_FlushOnClose(queue)))
-    assert isinstance(closer, _Replayed)
-    closer()
-    assert not queue.sent
+    request = RequestFactory().get("/")
+    response = AfterResponseMiddleware(lambda r: HttpResponse("ok"))(request)
+    assert response._resource_closers == []
+    replayed = pickle.loads(pickle.dumps(response))
+    assert replayed.content == b"ok"
+    request.defer(recorder.record, "late")
+    request.close()  # what the handler's closer runs: Django's close(), then the hand-off
+    assert request.on_response_sent.sent
+    assert recorder.wait_for(1) == ["late"]
 
 
 @pytest.mark.django_db

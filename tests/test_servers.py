@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.views import BODY
@@ -187,8 +188,13 @@ def test_streamed_response_hands_off_after_its_last_chunk(server: Server, log_of
 def test_deferred_orm_writes_land_in_the_database(server: Server, log_offset: int) -> None:
     # Sync views defer a function, async views a coroutine function (Manager.acreate).
     names = {unique(kind): path for kind, path in [("sync", "write"), ("async", "async-write")] * 3}
-    with server.client() as client, concurrent.futures.ThreadPoolExecutor(3) as requests:
-        responses = requests.map(lambda name: client.get(f"/{names[name]}/{name}/"), names)
+
+    def get(name: str) -> httpx.Response:
+        with server.client() as client:  # one per thread: httpx.Client is not shared
+            return client.get(f"/{names[name]}/{name}/")
+
+    with concurrent.futures.ThreadPoolExecutor(3) as requests:
+        responses = requests.map(get, names)
         for name, response in zip(names, responses, strict=True):
             assert (response.status_code, response.text) == (200, name), server.explain(
                 response.text, since=log_offset
