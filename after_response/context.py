@@ -40,6 +40,7 @@ class CallContext:
     """
 
     __slots__ = (
+        "_activations",
         "_label",
         "_language",
         "_request_info",
@@ -58,6 +59,7 @@ class CallContext:
         urlconf: str | None,
     ) -> None:
         self._label: str | None = label
+        self._activations: tuple[tuple[Callable[[Any], object], Any], ...] | None = None
         self._language = language
         self._timezone: tzinfo | None = tz
         self._script_prefix: str | None = script_prefix
@@ -69,7 +71,7 @@ class CallContext:
     @classmethod
     def of(cls, request: HttpRequest) -> CallContext:
         self = cls.__new__(cls)
-        self._label = self._script_prefix = None
+        self._label = self._script_prefix = self._activations = None
         if snapshot.available:
             self._snapshot = snapshot.take()
             self._language = self._timezone = None
@@ -126,24 +128,34 @@ class CallContext:
             self._script_prefix = script_name.rstrip("/") + "/"
         return self._script_prefix
 
-    def run(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` in a fresh ``contextvars`` context with these values active."""
-        return contextvars.Context().run(self._run, fn)
+    def run(self, fn: Callable[..., T], /, *args: Any) -> T:
+        """Run ``fn(*args)`` in a fresh ``contextvars`` context with these values active."""
+        return contextvars.Context().run(self._run, fn, args)
 
-    def _run(self, fn: Callable[[], T]) -> T:
+    def _run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         # Django keeps all four in asgiref Locals, which live in context variables: set in this
         # fresh context, they vanish with it, so nothing is reset afterwards. What equals the
-        # default of a fresh context is not set at all (each Local access costs microseconds).
-        if self.language is not None and self.language != settings.LANGUAGE_CODE:
-            translation.activate(self.language)
+        # default of a fresh context is not set at all (each Local access costs microseconds),
+        # and what is set is worked out once for all the calls of a request.
+        activations = self._activations
+        if activations is None:
+            activations = self._activations = self._work_out_activations()
+        for activate, value in activations:
+            activate(value)
+        return fn(*args)
+
+    def _work_out_activations(self) -> tuple[tuple[Callable[[Any], object], Any], ...]:
+        activations: list[tuple[Callable[[Any], object], Any]] = []
+        language = self.language
+        if language is not None and language != settings.LANGUAGE_CODE:
+            activations.append((translation.activate, language))
         if self.timezone is not timezone.get_default_timezone():
-            timezone.activate(self.timezone)
-        script_prefix = self.script_prefix
-        if script_prefix != "/":
-            set_script_prefix(script_prefix)
+            activations.append((timezone.activate, self.timezone))
+        if self.script_prefix != "/":
+            activations.append((set_script_prefix, self.script_prefix))
         if self.urlconf is not None:
-            set_urlconf(self.urlconf)
-        return fn()
+            activations.append((set_urlconf, self.urlconf))
+        return tuple(activations)
 
 
 def of_request(request: HttpRequest | None) -> CallContext:

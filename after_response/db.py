@@ -39,21 +39,30 @@ def close_old_connections() -> None:
         connection.close_if_unusable_or_obsolete()
 
 
-@contextmanager
-def like_a_request() -> Iterator[None]:
-    """Around one unit of work: what Django does around a request, in this thread."""
+def before_work() -> None:
+    """Before one unit of work in this thread: what Django does before a request."""
     for connection in thread_connections():
         connection.queries_log.clear()  # reset_queries()
     close_old_connections()
+
+
+def after_work() -> None:
+    """After it (also when it raised): what Django does after a request. Never raises in
+    place of the work's own outcome; the next unit of work closes them again before it starts."""
+    try:
+        close_old_connections()
+    except Exception:
+        logger.exception("after_response could not close this thread's database connections")
+
+
+@contextmanager
+def like_a_request() -> Iterator[None]:
+    """Around one unit of work: what Django does around a request, in this thread."""
+    before_work()
     try:
         yield
     finally:
-        try:
-            close_old_connections()
-        except Exception:
-            # Never in place of the work's own outcome (or exception): the next unit of work
-            # closes them again before it starts.
-            logger.exception("after_response could not close this thread's database connections")
+        after_work()
 
 
 def close_thread_connections() -> None:

@@ -132,8 +132,11 @@ def _replace_pool(*, setting: str, **kwargs: Any) -> None:
 
 
 def run_in_worker(call: DeferredCall) -> bool:
-    with db.like_a_request():
+    db.before_work()
+    try:
         return _run(call) is None
+    finally:
+        db.after_work()
 
 
 def run_inline(call: DeferredCall) -> bool:
@@ -172,10 +175,10 @@ def _run(call: DeferredCall) -> Exception | None:
     context = call.context
     if not isinstance(context, CallContext):  # a DeferredCall made by hand
         context = current_context("no request")
-    return context.run(lambda: _run_in_context(call, context.label))
+    return context.run(_run_in_context, call, context)
 
 
-def _run_in_context(call: DeferredCall, label: str) -> Exception | None:
+def _run_in_context(call: DeferredCall, context: CallContext) -> Exception | None:
     sender = call.fn
     signals.call_started.send_robust(sender=sender, call=call)
     started = time.perf_counter()
@@ -183,7 +186,7 @@ def _run_in_context(call: DeferredCall, label: str) -> Exception | None:
         execute(call)
     except Exception as exc:
         duration = time.perf_counter() - started
-        logger.exception("Deferred call %s failed (request: %s)", call.name, label)
+        logger.exception("Deferred call %s failed (request: %s)", call.name, context.label)
         signals.call_failed.send_robust(sender=sender, call=call, exception=exc, duration=duration)
         return exc
     signals.call_finished.send_robust(
@@ -194,7 +197,7 @@ def _run_in_context(call: DeferredCall, label: str) -> Exception | None:
 
 def execute(call: DeferredCall) -> None:
     fn = call.fn
-    if is_task(fn):
+    if not callable(fn) and is_task(fn):
         # Enqueued on its own backend now that the response is sent and the transaction
         # committed: a distributed backend's write or broker round trip is off the request path.
         fn.enqueue(*call.args, **call.kwargs)
@@ -205,7 +208,7 @@ def execute(call: DeferredCall) -> None:
         async_to_sync(fn)(*call.args, **call.kwargs)
         return
     result = fn(*call.args, **call.kwargs)
-    if inspect.isawaitable(result):  # e.g. a partial of a coroutine function
+    if result is not None and inspect.isawaitable(result):  # a partial of a coroutine function
         async_to_sync(_await)(result)
 
 
