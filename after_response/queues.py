@@ -14,7 +14,7 @@ from django.http import HttpRequest
 
 from . import context, runtime, transactions
 from .context import CallContext
-from .deferred import CallQueue, DeferredCall, is_task
+from .deferred import CallQueue, DeferredCall, is_task, transition_lock
 
 P = ParamSpec("P")
 
@@ -38,7 +38,12 @@ class Queue(CallQueue):
         open_connections = transactions.open_transactions()
         if open_connections:
             self._wait_for_commit(call, open_connections)
-        self.append(call)
+        with transition_lock:  # CallQueue.append(), inlined
+            calls = self._calls
+            if calls is not None:
+                calls.append(call)
+                return call
+        self.hand_off([call])
         return call
 
     def add(

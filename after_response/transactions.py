@@ -30,9 +30,18 @@ def _real_blocks(connection: BaseDatabaseWrapper) -> bool:
 
 def open_transactions() -> list[BaseDatabaseWrapper]:
     """The connections of this thread inside a real (not TestCase) atomic block."""
+    wrappers = thread_connections()
+    for connection in wrappers:
+        if connection.in_atomic_block:
+            break
+    else:
+        return _NONE  # the common case, on every defer(): no list built
     if asyncio._get_running_loop() is not None:
-        return []  # an event loop thread cannot be inside atomic(): the ORM refuses to run there
-    return [c for c in thread_connections() if c.in_atomic_block and _real_blocks(c)]
+        return _NONE  # an event loop thread cannot be inside atomic(): the ORM refuses to run there
+    return [c for c in wrappers if c.in_atomic_block and _real_blocks(c)]
+
+
+_NONE: list[BaseDatabaseWrapper] = []  # never changed
 
 
 class _Gate:

@@ -316,6 +316,7 @@ def report(
 ) -> common.Result:
     rows = []
     targets = []
+    ceilings: list[str] = []
     chart: dict[str, Any] = {}
     for count, data in measured.items():
         path, e2e = data["request_path"], data["end_to_end"]
@@ -350,6 +351,18 @@ def report(
         )
         path_ratio = ratios(path, TPE)["median"]
         e2e_ratio = ratios(e2e, TPE)["median"]
+        if FLOOR in path and TPE in path:
+            # How much cheaper than TPE.submit any hand-off that wakes a thread can be here.
+            bound = common.summary(
+                [t / f for t, f in zip(path[TPE], path[FLOOR], strict=True) if f > 0]
+            )["median"]
+            e2e_bound = common.summary(
+                [t / f for t, f in zip(e2e[TPE], e2e[FLOOR], strict=True) if f > 0]
+            )["median"]
+            ceilings.append(
+                f"{count} call(s)/request: TPE.submit costs {common.fmt_ratio(bound)} the "
+                f"floor on the request path and {common.fmt_ratio(e2e_bound)} end to end"
+            )
         targets.append(
             {
                 "claim": f"request path, {count} call(s)/request: TPE.submit / after_response",
@@ -379,6 +392,13 @@ def report(
         "nothing, run just before or after) / calls. after_response's side includes its "
         "middleware on every request.",
     ]
+    if ceilings:
+        notes.append(
+            "The floor bounds the claims: a hand-off that queues the calls and wakes a worker "
+            "thread cannot cost less than one SimpleQueue.put to a waiting consumer. In this "
+            "run, " + "; ".join(ceilings) + ". A ratio against TPE.submit above that is out of "
+            "reach for any design that hands off to a thread of the same process."
+        )
     if skipped:
         notes.append(f"Celery side skipped: {skipped}.")
     else:
