@@ -52,22 +52,24 @@ def _on_asgi_request_finished(**kwargs: Any) -> None:
 class _CloseAndHandOff:
     """``request.close`` for a request with a queue: Django's ``close()``, then the hand-off.
 
-    Holds the queue, not the request (the queue's reference to it is weak): no cycle.
+    It keeps the request alive until the response is closed, as Django's bound ``request.close``
+    did, and lets go of it then: the reference cycle (request -> its ``close`` -> request) only
+    outlives a response that is never closed, until the garbage collector finds it.
     """
 
-    __slots__ = ("queue",)
+    __slots__ = ("queue", "request")
 
-    def __init__(self, queue: ResponseQueue) -> None:
+    def __init__(self, request: HttpRequest, queue: ResponseQueue) -> None:
+        self.request: HttpRequest | None = request
         self.queue = queue
 
     def __call__(self) -> None:
-        queue = self.queue
-        request = queue.request
+        request, self.request = self.request, None
         try:
             if request is not None:
                 type(request).close(request)  # closes its uploaded files
         finally:
-            queue.flush()
+            self.queue.flush()
 
 
 class AfterResponseMiddleware:
@@ -120,5 +122,5 @@ def _begin(request: HttpRequest) -> ResponseQueue:
     queue = ResponseQueue(request)
     request.on_response_sent = queue  # type: ignore[attr-defined]
     request.defer = queue.defer  # type: ignore[attr-defined]
-    request.close = _CloseAndHandOff(queue)  # type: ignore[method-assign]
+    request.close = _CloseAndHandOff(request, queue)  # type: ignore[method-assign]
     return queue
