@@ -100,11 +100,6 @@ class ResponseQueue(Queue):
         self._call_context: CallContext | None = None
         self._gated: list[BaseDatabaseWrapper] | None = None
 
-    @property
-    def request(self) -> HttpRequest | None:
-        """The request, while it is alive."""
-        return self._request()
-
     def _context(self) -> CallContext:
         captured = self._call_context
         if captured is None:
