@@ -14,7 +14,7 @@ from django.http import HttpRequest
 
 from . import context, runtime, transactions
 from .context import CallContext
-from .deferred import CallQueue, DeferredCall, is_task, transition_lock
+from .deferred import CallQueue, DeferredCall, is_task
 
 P = ParamSpec("P")
 
@@ -31,20 +31,9 @@ class Queue(CallQueue):
 
     def defer(self, fn: Callable[P, object], /, *args: P.args, **kwargs: P.kwargs) -> DeferredCall:
         """Run ``fn(*args, **kwargs)`` once the response has been sent (and after commit)."""
-        # The request path: what add() does, without its options.
         if args or kwargs or not callable(fn):
             validate(self.where, fn, args, kwargs)
-        call = DeferredCall(fn, args, kwargs, self._context())
-        open_connections = transactions.open_transactions()
-        if open_connections:
-            self._wait_for_commit(call, open_connections)
-        with transition_lock:  # CallQueue.append(), inlined
-            calls = self._calls
-            if calls is not None:
-                calls.append(call)
-                return call
-        self.hand_off([call])
-        return call
+        return self._enqueue(DeferredCall(fn, args, kwargs, self._context()), True)
 
     def add(
         self,
@@ -65,7 +54,9 @@ class Queue(CallQueue):
             kwargs = {}
         if args or kwargs or not callable(fn):
             validate(self.where, fn, args, kwargs)
-        call = DeferredCall(fn, args, kwargs, self._context())
+        return self._enqueue(DeferredCall(fn, args, kwargs, self._context()), wait_for_commit)
+
+    def _enqueue(self, call: DeferredCall, wait_for_commit: bool) -> DeferredCall:
         if wait_for_commit:
             open_connections = transactions.open_transactions()
             if open_connections:
