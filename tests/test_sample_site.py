@@ -142,8 +142,14 @@ def test_stale_offer_is_refreshed_once_across_processes(server: Server) -> None:
     assert offer["refreshing_since"] is None
     hits = server.rows("SELECT * FROM demo_fakeservicehit WHERE kind = 'offer'")
     assert [hit["key"] for hit in hits] == [book["isbn"]]
-    refreshes = server.rows(
-        "SELECT * FROM demo_callrecord WHERE name = 'demo.remote.refresh_offer'"
+    # The status page's record is written by a call_finished receiver, after the call (and its
+    # commit) returned: wait for it too.
+    refreshes = wait_for(
+        "the refresh's call record",
+        lambda: server.rows(
+            "SELECT * FROM demo_callrecord WHERE name = 'demo.remote.refresh_offer'"
+        ),
+        SENT_TIMEOUT,
     )
     assert [(r["outcome"], str(r["pid"]) in server.worker_pids()) for r in refreshes] == [
         ("done", True)
