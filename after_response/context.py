@@ -159,7 +159,7 @@ class CallContext:
 
 
 def of_request(request: HttpRequest | None) -> CallContext:
-    if request is None:  # the request was already collected: a late defer()
+    if request is None:  # a first defer() after the response was closed
         return current("no request")
     # The script prefix and urlconf come from the request: they are what Django's handler
     # and BaseHandler activated from it (set_script_prefix / set_urlconf), and reading them

@@ -31,6 +31,7 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.wsgi import WSGIRequest
 from django.core.signals import request_finished
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
@@ -47,29 +48,6 @@ def _on_asgi_request_finished(**kwargs: Any) -> None:
     if queue is not None:
         _this_thread.queue = None
         queue.flush()
-
-
-class _CloseAndHandOff:
-    """``request.close`` for a request with a queue: Django's ``close()``, then the hand-off.
-
-    It keeps the request alive until the response is closed, as Django's bound ``request.close``
-    did, and lets go of it then: the reference cycle (request -> its ``close`` -> request) only
-    outlives a response that is never closed, until the garbage collector finds it.
-    """
-
-    __slots__ = ("queue", "request")
-
-    def __init__(self, request: HttpRequest, queue: ResponseQueue) -> None:
-        self.request: HttpRequest | None = request
-        self.queue = queue
-
-    def __call__(self) -> None:
-        request, self.request = self.request, None
-        try:
-            if request is not None:
-                type(request).close(request)  # closes its uploaded files
-        finally:
-            self.queue.flush()
 
 
 class AfterResponseMiddleware:
@@ -97,7 +75,8 @@ class AfterResponseMiddleware:
         if self.async_mode:
             return self.__acall__(request)
         queue = _begin(request)
-        _this_thread.queue = queue
+        if request.__class__ is not WSGIRequest:  # under ASGIHandler (see the docstring)
+            _this_thread.queue = queue
         token = current.set(queue)
         try:
             return self.get_response(request)
@@ -122,5 +101,5 @@ def _begin(request: HttpRequest) -> ResponseQueue:
     queue = ResponseQueue(request)
     request.on_response_sent = queue  # type: ignore[attr-defined]
     request.defer = queue.defer  # type: ignore[attr-defined]
-    request.close = _CloseAndHandOff(request, queue)  # type: ignore[method-assign]
+    request.close = queue.request_closed  # type: ignore[method-assign]
     return queue

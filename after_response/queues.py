@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextvars
 import inspect
-import weakref
 from collections.abc import Callable
 from typing import Any, ParamSpec
 
@@ -86,15 +85,33 @@ class ResponseQueue(Queue):
 
     def __init__(self, request: HttpRequest) -> None:
         self._calls = []
-        # Weak: the request must not outlive its response because of us.
-        self._request = weakref.ref(request)
+        # Until the response is closed, as Django's own request.close (see request_closed).
+        self._request: HttpRequest | None = request
         self._call_context: CallContext | None = None
         self._gated: list[BaseDatabaseWrapper] | None = None
+
+    def request_closed(self) -> None:
+        """``request.close`` (middleware.py): Django's ``close()``, then the hand-off.
+
+        Django's handler puts ``request.close`` among the closers of the response it finally
+        sends, so this runs when the server closes that response. The request is kept alive
+        until then, as Django's bound method did, and let go of here: the reference cycle
+        (request -> queue -> request) only outlives a response that is never closed, until the
+        garbage collector finds it.
+        """
+        request, self._request = self._request, None
+        try:
+            if request is not None:
+                type(request).close(request)  # closes its uploaded files
+        finally:
+            self.flush()
 
     def _context(self) -> CallContext:
         captured = self._call_context
         if captured is None:
-            captured = self._call_context = context.of_request(self._request())
+            # None: a first defer() after the response was closed (e.g. by a thread the view
+            # started): the context of the code deferring is what it has.
+            captured = self._call_context = context.of_request(self._request)
         return captured
 
     def _wait_for_commit(self, call: DeferredCall, connections: list[BaseDatabaseWrapper]) -> None:
