@@ -50,7 +50,7 @@ IDLE_TIMEOUT = 30.0  # seconds for the deferred calls of a run to finish
 LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
 # seconds: whole ones (wrk's unit), but io (what the views sleep); the smoke run's shorter I/O
 # only saves the time its backlog would take to run.
-FULL = {"rounds": 5, "seconds": 8, "warmup": 2, "overload_seconds": 8, "io": 0.1}
+FULL = {"rounds": 7, "seconds": 10, "warmup": 2, "overload_seconds": 8, "io": 0.1}
 SMOKE = {"rounds": 1, "seconds": 1, "warmup": 0, "overload_seconds": 1, "io": 0.02}
 
 
