@@ -36,13 +36,15 @@ def thread_connections() -> list[BaseDatabaseWrapper]:
 def close_old_connections() -> None:
     """``django.db.close_old_connections()``, for this thread's wrappers: no lookups."""
     for connection in thread_connections():
-        connection.close_if_unusable_or_obsolete()
+        if connection.connection is not None:  # the method's own first test, without the call
+            connection.close_if_unusable_or_obsolete()
 
 
 def before_work() -> None:
     """Before one unit of work in this thread: what Django does before a request."""
     for connection in thread_connections():
-        connection.queries_log.clear()  # reset_queries()
+        if connection.queries_log:  # filled under DEBUG only
+            connection.queries_log.clear()  # reset_queries()
     close_old_connections()
 
 

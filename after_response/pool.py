@@ -334,7 +334,8 @@ class WorkerPool:
             logger.exception("Deferred call %s raised a BaseException", call.name)
         with self._lock:
             del self._running_calls[call]
-            self._slow_warned.discard(call)
+            if self._slow_warned:
+                self._slow_warned.discard(call)
             call.state = State.DONE if ok else State.FAILED
             self._counts["done" if ok else "failed"] += 1
             self._notify_if_idle()
