@@ -1,7 +1,8 @@
 """The stand-in for ``wrk -s pace.lua`` where wrk is not installed: same pacing, same output.
 
 ``python -m benchmarks.loadgen URL RATE COUNT CONNECTIONS SECONDS``: sends RATE requests per
-second over CONNECTIONS keep-alive connections (a request waits for a free connection), stops
+second on average (Poisson arrivals, as in pace.lua) over CONNECTIONS keep-alive connections
+(a request waits for a free connection), stops
 sending after COUNT requests or SECONDS, whichever comes first, and prints ``BENCH {json}``
 with the latency quantiles in µs.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import random
 import sys
 import threading
 import time
@@ -25,6 +27,7 @@ def main() -> None:
     deadline = time.monotonic() + float(seconds)
     lock = threading.Lock()
     state = {"due": time.monotonic(), "left": int(count)}
+    gaps = random.Random(20261203)
     latencies: list[float] = []
     errors = [0]
 
@@ -35,7 +38,7 @@ def main() -> None:
             state["left"] -= 1
             now = time.monotonic()
             slot = max(state["due"], now)
-            state["due"] = slot + interval
+            state["due"] = slot + gaps.expovariate(1 / interval)
             return slot
 
     def client() -> None:

@@ -1,8 +1,11 @@
--- wrk script of served.py: a fixed request rate, a bounded count, and the latency quantiles.
+-- wrk script of served.py: a fixed mean request rate, a bounded count, the latency quantiles.
 -- wrk -t1 -cN -dD -s pace.lua URL -- RATE COUNT
--- The thread sends at RATE requests per second, spread over its N connections (a request
--- waits for a free connection: no catching up on missed slots), and stops after COUNT
+-- The thread sends at RATE requests per second on average, spread over its N connections (a
+-- request waits for a free connection: no catching up on missed slots), and stops after COUNT
 -- responses. done() prints one line: BENCH {json}, latencies in microseconds.
+-- Arrivals are a Poisson process (exponential gaps, fixed seed), as independent users make:
+-- with evenly spaced requests every deferred 100 ms call would end exactly as the request two
+-- slots later is being served (the gap divides 100 ms), a collision real traffic does not have.
 local ffi = require("ffi")
 ffi.cdef [[
 typedef struct { long tv_sec; long tv_nsec; } bench_timespec_t;
@@ -21,12 +24,13 @@ local interval, limit, due, answered = 0, 0, nil, 0
 function init(args)
   interval = 1000 / tonumber(args[1])
   limit = tonumber(args[2])
+  math.randomseed(20261203)
 end
 
 function delay()
   local now = now_ms()
   local slot = math.max(due or now, now)
-  due = slot + interval
+  due = slot - interval * math.log(1 - math.random())
   return math.floor(slot - now + 0.5)
 end
 

@@ -3,8 +3,9 @@
 One gunicorn (1 worker process x 4 threads, after_response's default of 4 workers, so the pool
 runs 40 calls of 100 ms per second) serves three views: one that defers 100 ms of
 I/O (``time.sleep(0.1)``), the same deferring nothing, and the same doing the work inline.
-``wrk`` (``pace.lua``: a fixed rate, a bounded count; ``loadgen.py`` where wrk is missing)
-requests each at half the pool's capacity, in rotating order, several rounds; the claim is the
+``wrk`` (``pace.lua``: a fixed mean rate with Poisson arrivals, a bounded count;
+``loadgen.py`` where wrk is missing) requests each at half the pool's capacity, in rotating
+order, several rounds; the claim is the
 p99 of the deferring view against the one deferring nothing, per round.
 
 Then above capacity (twice the pool's rate), on a server per policy with
@@ -293,8 +294,9 @@ def report(
         f"gunicorn gthread, {PROCESSES} worker process x {THREADS} threads, on 127.0.0.1; "
         f"after_response {POOL_WORKERS} workers: the pool runs "
         f"{CAPACITY:.0f} deferred 100 ms calls per second. Load from a second process: {tool}, "
-        f"{CONNECTIONS_BELOW} keep-alive connections, fixed rate (no catching up on missed "
-        "slots), bounded by count and time.",
+        f"{CONNECTIONS_BELOW} keep-alive connections, a fixed mean rate with Poisson "
+        "arrivals (evenly spaced requests would make every deferred call end as the request "
+        "two slots later is served), no catching up on missed slots, bounded by count and time.",
         f"Below capacity: {sizes['rounds']} rounds of {sizes['seconds']} s per view, rotating "
         "order; values in ms: median [quartiles] over rounds of each round's p50 and p99; "
         "'p99 vs nothing' is the per-round ratio.",
