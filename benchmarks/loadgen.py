@@ -2,9 +2,8 @@
 
 ``python -m benchmarks.loadgen URL RATE COUNT CONNECTIONS SECONDS``: sends RATE requests per
 second on average (Poisson arrivals, as in pace.lua) over CONNECTIONS keep-alive connections
-(a request waits for a free connection), stops
-sending after COUNT requests or SECONDS, whichever comes first, and prints ``BENCH {json}``
-with the latency quantiles in µs.
+(a request waits for a free connection), stops sending after COUNT requests or SECONDS,
+whichever comes first, and prints ``BENCH {json}`` with the latency quantiles in µs.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ runs 40 calls of 100 ms per second) serves three views: one that defers 100 ms o
 I/O (``time.sleep(0.1)``), the same deferring nothing, and the same doing the work inline.
 ``wrk`` (``pace.lua``: a fixed mean rate with Poisson arrivals, a bounded count;
 ``loadgen.py`` where wrk is missing) requests each at half the pool's capacity, in rotating
-order, several rounds; the claim is the
-p99 of the deferring view against the one deferring nothing, per round.
+order, several rounds; the claim is the p99 of the deferring view against the one deferring
+nothing, per round.
 
 Then above capacity (twice the pool's rate), on a server per policy with
 ``AFTER_RESPONSE_MAX_PENDING = 50`` so that the backlog fills within the run: ``block`` holds
