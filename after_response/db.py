@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from .deferred import callable_name
+
 _this_thread = threading.local()
 logger = logging.getLogger("after_response")
 
@@ -48,23 +50,68 @@ def before_work() -> None:
     close_old_connections()
 
 
-def after_work() -> None:
-    """After it (also when it raised): what Django does after a request. Never raises in
-    place of the work's own outcome; the next unit of work closes them again before it starts."""
+def after_work(work: object = "Work in this thread") -> None:
+    """After it (also when it raised): what Django does after a request, and a clean slate for
+    the next unit of work in this thread. ``work`` (the callable, or a name) is named in the
+    warning if it left a transaction open. Never raises in place of the work's own outcome; the
+    next unit of work closes the connections again before it starts."""
     try:
+        for connection in thread_connections():
+            # Inside an atomic block the connection is open, or closed in it and not None.
+            if connection.connection is not None and (
+                connection.in_atomic_block
+                or connection.autocommit != connection.settings_dict["AUTOCOMMIT"]
+            ):
+                _roll_back_what_was_left(connection, work)
         close_old_connections()
     except Exception:
         logger.exception("after_response could not close this thread's database connections")
 
 
+def _roll_back_what_was_left(connection: BaseDatabaseWrapper, work: object) -> None:
+    """Leave every atomic block as an exception would, roll back, restore autocommit.
+
+    Otherwise every later unit of work in this thread fails ("You can't execute queries until
+    the end of the 'atomic' block"), or runs inside a transaction that never commits.
+    """
+    if connection.in_atomic_block:
+        left, fix = "an atomic block open", "Exit every atomic block you enter (with atomic(): ...)"
+    else:
+        left, fix = "autocommit off", "Turn it back on before returning (set_autocommit(True))"
+    logger.warning(
+        "%s left %s on the %r database: rolled back, so that the next work in this thread "
+        "starts clean. %s.",
+        work if isinstance(work, str) else callable_name(work),
+        left,
+        connection.alias,
+        fix,
+    )
+    # Atomic.__exit__'s bookkeeping for all the blocks at once; the callbacks registered with
+    # on_commit() go with the rollback.
+    connection.in_atomic_block = False
+    connection.atomic_blocks = []
+    connection.savepoint_ids = []
+    connection.needs_rollback = False
+    connection.commit_on_exit = True
+    connection.run_on_commit = []
+    if connection.closed_in_transaction:
+        connection.connection = None  # closed inside the block: the database rolled back
+        return
+    try:
+        connection.rollback()
+        connection.set_autocommit(connection.settings_dict["AUTOCOMMIT"])
+    except Exception:
+        connection.close()  # outside any block now, so it lets go of the connection
+
+
 @contextmanager
-def like_a_request() -> Iterator[None]:
+def like_a_request(work: object = "Work in this thread") -> Iterator[None]:
     """Around one unit of work: what Django does around a request, in this thread."""
     before_work()
     try:
         yield
     finally:
-        after_work()
+        after_work(work)
 
 
 def close_thread_connections() -> None:

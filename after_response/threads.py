@@ -2,7 +2,8 @@
 like a Django request, in the thread that does it.
 
 Around each unit of work (a thread's ``run()``, one pool job) the worker thread closes stale
-connections before and after (``db.like_a_request()``), and all its connections when it ends
+connections before and after and rolls back a transaction the work left open
+(``db.like_a_request()``), and closes all its connections when it ends
 (``db.close_thread_connections()``). Nothing happens in the calling thread: its connection may
 hold an open transaction, which closing it would break.
 """
@@ -58,7 +59,7 @@ def _like_a_request(run: Callable[[Thread], None]) -> Callable[[Thread], None]:
         call_context = thread._after_response_context or context.current(LABEL)
         _running.active = True
         try:
-            with db.like_a_request():
+            with db.like_a_request(f"Thread {thread.name!r}"):
                 call_context.run(functools.partial(run, thread))
         finally:
             _running.active = False
@@ -148,7 +149,7 @@ class _Job:
         if not self.future.set_running_or_notify_cancel():
             return
         try:
-            with db.like_a_request():
+            with db.like_a_request(self.fn):
                 result = self.call_context.run(
                     functools.partial(self.fn, *self.args, **self.kwargs)
                 )
@@ -172,7 +173,7 @@ def _work(
     try:
         if initializer is not None:
             try:
-                with db.like_a_request():
+                with db.like_a_request(initializer):
                     initializer(*initargs)
             except BaseException:
                 # What the stdlib logs, where it logs it.
