@@ -34,13 +34,14 @@ def defer(fn: Callable[P, object], /, *args: P.args, **kwargs: P.kwargs) -> Defe
     return current_queue().defer(fn, *args, **kwargs)
 
 
-def drain(timeout: float | None = None) -> bool:
+def drain(timeout: float | None = None, *, wait_for_responses: bool = False) -> bool:
     """Wait until every handed-off call has finished; False if ``timeout`` ran out first.
 
-    For tests and management commands. Calls still waiting for a commit are not waited for.
+    For tests and management commands. Calls still waiting for a commit are not waited for
+    (commit first). ``wait_for_responses=True`` also waits for requests whose response the
+    server has not closed yet (live-server tests). A ``RuntimeError`` inside a deferred call.
     """
-    pool = runtime.existing_pool()
-    return True if pool is None else pool.drain(timeout)
+    return runtime.drain(timeout, wait_for_responses=wait_for_responses)
 
 
 def stats() -> Stats:

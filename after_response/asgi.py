@@ -44,7 +44,11 @@ class DrainOnShutdown:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
             await self.app(scope, receive, send)
-        elif self.handles_lifespan:
+            return
+        from . import lifecycle
+
+        lifecycle.lifespan_drain = True
+        if self.handles_lifespan:
             await self.app(scope, receive, self._draining_send(send))
         else:
             await self._lifespan(receive, send)

@@ -7,11 +7,15 @@ its calls go (the worker pool, an inline runner in tests, a capture list).
 from __future__ import annotations
 
 import enum
+import logging
 import os
+import queue
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
+
+logger = logging.getLogger("after_response")
 
 
 class State(enum.Enum):
@@ -30,6 +34,9 @@ class State(enum.Enum):
 # are guarded by this one lock, so that cancel() and a worker starting the call cannot both win
 # and the counters always add up. It is held for a few attribute writes, never across user code.
 transition_lock = threading.Lock()
+# Request queues holding calls not handed off yet (responses not closed yet). Guarded by
+# transition_lock.
+open_queues = [0]
 # A fork while another thread holds the lock would leave it held forever in the child.
 # uWSGI's --py-call-osafterfork runs the child hook without the before hook: release only if held.
 os.register_at_fork(
@@ -37,6 +44,31 @@ os.register_at_fork(
     after_in_parent=transition_lock.release,
     after_in_child=lambda: transition_lock.release() if transition_lock.locked() else None,
 )
+
+
+# Code that runs at an arbitrary point (a garbage collector finalizer, ``__del__``) may run in a
+# thread that already holds transition_lock: it must never take it. It posts its work here
+# instead (SimpleQueue.put is reentrant) and ``run_later()`` does it at the next safe point: a
+# hand-off, stats(), drain(), shutdown(), a worker between calls, the slow-call monitor.
+_later: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]] = queue.SimpleQueue()
+
+
+def later(fn: Callable[..., None], *args: Any) -> None:
+    """Do ``fn(*args)`` at the next safe point; safe to call from anywhere, even a finalizer."""
+    _later.put((fn, args))
+
+
+def run_later() -> None:
+    """Do the work posted with ``later()``. Call with no lock held."""
+    while not _later.empty():
+        try:
+            fn, args = _later.get_nowait()
+        except queue.Empty:
+            return
+        try:
+            fn(*args)
+        except Exception:
+            logger.exception("after_response: postponed work %r failed", fn)
 
 
 class DeferredCall:
@@ -132,6 +164,8 @@ class CallQueue:
         with transition_lock:
             calls = self._calls
             if calls is not None:
+                if not calls:
+                    open_queues[0] += 1
                 calls.append(call)
                 return
         self.hand_off([call])
@@ -140,6 +174,8 @@ class CallQueue:
         """Hand the calls off. Idempotent: only the first call does anything."""
         with transition_lock:
             calls, self._calls = self._calls, None
+            if calls:
+                open_queues[0] -= 1
         if calls:
             self.hand_off(calls)
 

@@ -46,6 +46,29 @@ UWSGI_WITHOUT_THREADS_MESSAGE = (
 )
 
 
+NO_EXIT_HOOK_MESSAGE = (
+    "uvicorn runs no exit hook and this application answered no ASGI lifespan: deferred calls "
+    "still running or queued at SIGTERM will be lost without a trace. Serve "
+    "after_response.asgi.get_asgi_application() (or wrap yours in DrainOnShutdown) and keep "
+    "uvicorn's lifespan on."
+)
+
+# Set by asgi.DrainOnShutdown when the server starts the lifespan protocol with it.
+lifespan_drain = False
+
+
+def exit_hook_problem() -> str | None:
+    """Why this process would lose its calls at a graceful stop, or None.
+
+    uvicorn, standalone or as gunicorn's UvicornWorker, re-raises SIGTERM after the lifespan
+    shutdown: no ``atexit``, no ``threading`` exit hook (SERVER-FACTS.md). Only the lifespan
+    wrapper drains there; a server sends the lifespan startup before its first request.
+    """
+    if "uvicorn" in sys.modules and not lifespan_drain:
+        return NO_EXIT_HOOK_MESSAGE
+    return None
+
+
 def warn_if_uwsgi_without_threads() -> None:
     """At start-up, where it will be seen (the pool logs it again at first use, and shows it in
     stats())."""

@@ -7,6 +7,7 @@ thread ends; this module never reads settings.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 import os
@@ -50,6 +51,7 @@ class Stats:
     discarded: int = 0  # their transaction rolled back
     dropped: int = 0  # backlog full, or refused while shutting down
     handoff_errors: int = 0  # hand-offs that failed inside the library (a bug: see the log)
+    rescued: int = 0  # request queues handed off by the garbage collector (response never closed)
     workers: int = 0  # worker threads alive
     max_workers: int = 0
     max_pending: int = 0
@@ -115,6 +117,11 @@ class WorkerPool:
         self._slow_warned: set[DeferredCall] = set()
         self._monitor: threading.Thread | None = None
         self._monitor_stop = threading.Event()
+        # The rest of the batch each worker is running (a worker and a shutdown that gives up
+        # each take calls from it with popleft(), so each call goes to one of them only).
+        self._in_hand: dict[int, collections.deque[DeferredCall]] = {}
+        self._shutdown_done: threading.Event | None = None
+        self._shutdown_result = True
         self._counts = dict.fromkeys(
             (
                 "accepted",
@@ -126,6 +133,7 @@ class WorkerPool:
                 "discarded",
                 "dropped",
                 "handoff_errors",
+                "rescued",
             ),
             0,
         )
@@ -184,6 +192,10 @@ class WorkerPool:
         with self._lock:
             self._counts["handoff_errors"] += 1
 
+    def count_rescued(self) -> None:
+        with self._lock:
+            self._counts["rescued"] += 1
+
     def _admit(
         self, batch: list[DeferredCall], *, was_waiting: bool
     ) -> tuple[str, list[str]] | None:
@@ -207,6 +219,11 @@ class WorkerPool:
         # Called with self._lock held. Why a batch of this size cannot be queued, or None.
         if self._shutting_down:
             return "after_response is shutting down"
+        if size > self.max_pending:
+            return (
+                f"one request deferred {size} calls, more than the backlog holds "
+                f"(AFTER_RESPONSE_MAX_PENDING = {self.max_pending})"
+            )
         counts = self._counts
         full = counts["backlog"] and counts["backlog"] + size > self.max_pending
         if full and not self._wait_for_room(size):
@@ -294,13 +311,21 @@ class WorkerPool:
 
     def _work(self) -> None:
         _worker.pool = self
+        me = threading.get_ident()
         try:
             while True:
                 batch = self._queue.get()
                 if batch is None:
                     return
-                for call in batch:
+                todo = self._in_hand[me] = collections.deque(batch)
+                while True:
+                    try:
+                        call = todo.popleft()
+                    except IndexError:
+                        break
                     self._run_one(call)
+                del self._in_hand[me]
+                deferred.run_later()
         finally:
             _worker.pool = None
             try:
@@ -311,16 +336,16 @@ class WorkerPool:
     def _run_one(self, call: DeferredCall) -> None:
         with self._lock:
             counts = self._counts
+            if self._deadline_passed:  # a batch taken just as the shutdown gave up
+                counts["backlog"] -= 1
+                self._settle_abandoned(call, [])
+                self._notify_if_idle()
+                return
             counts["backlog"] -= 1
             if self._room_waiters:
                 self._room.notify()
             if call.state is State.CANCELLED:
                 counts["cancelled"] += 1
-                self._notify_if_idle()
-                return
-            if self._deadline_passed:  # reported as never started: keep it that way
-                call.state = State.DROPPED
-                counts["dropped"] += 1
                 self._notify_if_idle()
                 return
             call.state = State.RUNNING
@@ -329,8 +354,8 @@ class WorkerPool:
         try:
             ok = self._run_call(call)
         except BaseException:
-            # run_call handles Exception itself; SystemExit, KeyboardInterrupt or
-            # GeneratorExit raised by user code must not end the worker thread.
+            # The Django layer's run_call reports every failure itself; another run_call may
+            # not: whatever it lets through must not end the worker thread.
             logger.exception("Deferred call %s raised a BaseException", call.name)
         with self._lock:
             del self._running_calls[call]
@@ -344,6 +369,7 @@ class WorkerPool:
         assert self.slow_call is not None
         interval = min(max(self.slow_call / 4, 0.01), 5.0)  # seconds
         while not self._monitor_stop.wait(interval):
+            deferred.run_later()
             now = time.monotonic()
             with self._lock:
                 slow = [
@@ -369,18 +395,27 @@ class WorkerPool:
 
     # -- waiting and stopping -----------------------------------------------------------
 
-    def drain(self, timeout: float | None = None) -> bool:
-        """Wait until no call is queued or running; return False if ``timeout`` ran out."""
+    def drain(self, timeout: float | None = None, *, wait_for_responses: bool = False) -> bool:
+        """Wait until no call is queued or running; return False if ``timeout`` ran out.
+
+        ``wait_for_responses``: also until no request queue holds calls (a response not
+        closed yet).
+        """
         if getattr(_worker, "pool", None) is self:
             raise RuntimeError(
                 "drain() was called from one of after_response's worker threads, where it "
                 "would wait for itself. Call it from a test, command or request thread."
             )
+        deferred.run_later()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             self._idle_waiters += 1
             try:
-                while self._counts["backlog"] or self._running_calls:
+                while (
+                    self._counts["backlog"]
+                    or self._running_calls
+                    or (wait_for_responses and deferred.open_queues[0])
+                ):
                     if self._pid != os.getpid():
                         return True  # the work belonged to the parent process
                     remaining = None if deadline is None else deadline - time.monotonic()
@@ -401,42 +436,98 @@ class WorkerPool:
             self._queue.put(None)
 
     def shutdown(self, timeout: float) -> bool:
-        """Stop accepting, wait up to ``timeout`` seconds, log what was left undone."""
+        """Stop accepting, wait up to ``timeout`` seconds, log what was left undone.
+
+        A second call (another exit hook, another thread) waits for the first one's outcome.
+        """
         with self._lock:
-            if self._pid != os.getpid() or self._shutting_down:
+            if self._pid != os.getpid():
                 return True
-            self._shutting_down = True
-            if self._room_waiters:
-                self._room.notify_all()
+            done = self._shutdown_done
+            if done is None:
+                done = self._shutdown_done = threading.Event()
+                first = True
+                self._shutting_down = True
+                if self._room_waiters:
+                    self._room.notify_all()
+            else:
+                first = False
+        if not first:
+            # Whatever the first one's outcome, this one returns whether all is done now.
+            deadline = time.monotonic() + timeout
+            if not done.wait(timeout):
+                return False
+            if self._shutdown_result:
+                return True
+            self._shutdown_result = self.drain(max(0.0, deadline - time.monotonic()))
+            if self._shutdown_result:
+                self._stop_threads(0.0)
+            return self._shutdown_result
+        try:
+            self._shutdown_result = self._shut_down(timeout)
+        finally:
+            done.set()
+        return self._shutdown_result
+
+    def _stop_threads(self, timeout: float) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _shut_down(self, timeout: float) -> bool:
         drained = self.drain(timeout)
         self._monitor_stop.set()
         if drained:
-            for _ in self._threads:
-                self._queue.put(None)
-            for thread in self._threads:
-                thread.join(timeout)
+            self._stop_threads(timeout)
             return True
+        queued: list[str] = []
+        stops = 0
         with self._lock:
             self._deadline_passed = True
             running = sorted(call.name for call in self._running_calls)
-            backlog = self._counts["backlog"]
-        queued: list[str] = []
-        while True:
-            try:
-                batch = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            queued.extend(c.name for c in batch or () if c.state is State.QUEUED)
+            # Calls never started are settled now, as dropped: they never will start.
+            for todo in self._in_hand.values():
+                while True:
+                    try:
+                        call = todo.popleft()
+                    except IndexError:
+                        break
+                    self._counts["backlog"] -= 1
+                    self._settle_abandoned(call, queued)
+            while True:
+                try:
+                    batch = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if batch is None:
+                    stops += 1
+                    continue
+                for call in batch:
+                    self._counts["backlog"] -= 1
+                    self._settle_abandoned(call, queued)
+            self._notify_if_idle()
+        for _ in range(stops):
+            self._queue.put(None)
         logger.error(
             "after_response did not finish within %.1f s at shutdown: %d call(s) still "
             "running (%s), %d never started (%s)",
             timeout,
             len(running),
             _names(running),
-            backlog,
+            len(queued),
             _names(queued),
         )
         return False
+
+    def _settle_abandoned(self, call: DeferredCall, names: list[str]) -> None:
+        # Called with self._lock held, for a call taken out of the backlog at the deadline.
+        if call.state is State.CANCELLED:
+            self._counts["cancelled"] += 1
+        else:
+            call.state = State.DROPPED
+            self._counts["dropped"] += 1
+            names.append(call.name)
 
     # -- reporting ----------------------------------------------------------------------
 
@@ -449,6 +540,7 @@ class WorkerPool:
             logger.error("after_response: %s", message)
 
     def stats(self) -> Stats:
+        deferred.run_later()
         with self._lock:
             alive = sum(1 for t in self._threads if t.is_alive())
             return Stats(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import logging
 from collections.abc import Callable
 from typing import Any, ParamSpec
 
@@ -11,10 +12,11 @@ from django.http import HttpRequest
 
 from . import context, runtime, transactions
 from .context import CallContext
-from .deferred import CallQueue, DeferredCall
+from .deferred import CallQueue, DeferredCall, later, open_queues, transition_lock
 from .validation import validate
 
 P = ParamSpec("P")
+logger = logging.getLogger("after_response")
 
 # The queue of the request being handled in this context; unset outside requests and in
 # worker threads (each call runs in a fresh context).
@@ -89,6 +91,13 @@ class ResponseQueue(Queue):
         self._call_context: CallContext | None = None
         self._gated: list[BaseDatabaseWrapper] | None = None
 
+    def __del__(self) -> None:
+        # The last resort (middleware.py): a queue garbage-collected with calls in it was never
+        # handed off. This may run anywhere, even where this thread holds transition_lock.
+        calls = self._calls
+        if calls:
+            later(_rescue, calls)
+
     def request_closed(self) -> None:
         """``request.close`` (middleware.py): Django's ``close()``, then the hand-off.
 
@@ -124,6 +133,21 @@ class ResponseQueue(Queue):
             transactions.settle_test_transactions(self._gated)
             self._gated = None
         runtime.hand_off(calls)
+
+
+def _rescue(calls: list[DeferredCall]) -> None:
+    with transition_lock:
+        open_queues[0] -= 1
+    context = calls[0].context
+    logger.error(
+        "A request's %d deferred call(s) were found when its queue was garbage-collected: its "
+        "response was never closed (request: %s). Running them now: %s",
+        len(calls),
+        getattr(context, "label", "unknown"),
+        ", ".join(call.name for call in calls),
+    )
+    runtime.hand_off(calls)
+    runtime.count_rescued()
 
 
 class OutsideRequest(Queue):

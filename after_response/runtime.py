@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import dataclasses
 import inspect
 import logging
 import os
@@ -15,7 +17,7 @@ from asgiref.sync import SyncToAsync, async_to_sync, iscoroutinefunction, sync_t
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from . import conf, db, lifecycle, signals
+from . import conf, db, deferred, lifecycle, signals
 from .context import CallContext
 from .context import current as current_context
 from .deferred import DeferredCall, is_task
@@ -25,11 +27,25 @@ logger = logging.getLogger("after_response")
 
 _lock = threading.Lock()
 _pool: WorkerPool | None = None  # guarded by _lock
+# Pools replaced after a settings change, while they still have calls in flight. Guarded by _lock.
+_retired: list[WorkerPool] = []
 _exit_hooks_installed = False  # guarded by _lock
 # capture_deferred() blocks in progress (testing.py), innermost last.
 captures: list[WorkerPool] = []
 # Failures of calls run inline in AFTER_RESPONSE_IMMEDIATE mode, for the test to raise.
 inline_failures: list[tuple[DeferredCall, BaseException]] = []
+# Set in the fresh context each call runs in; also seen by the thread async_to_sync runs a
+# coroutine function in, and in immediate mode, where the call runs in the closing thread.
+_in_call: contextvars.ContextVar[DeferredCall] = contextvars.ContextVar("after_response_call")
+
+
+def refuse_inside_a_call(what: str) -> None:
+    call = _in_call.get(None)
+    if call is not None:
+        raise RuntimeError(
+            f"{what} was called from inside the deferred call {call.name}, where it would wait "
+            "for itself. Call it from a test, command or request thread."
+        )
 
 
 def get_pool() -> WorkerPool:
@@ -39,14 +55,18 @@ def get_pool() -> WorkerPool:
     if pool is not None:
         return pool
     with _lock:
-        if _pool is None:
-            _pool = _make_pool(conf.get())
-            if not _exit_hooks_installed:
-                # Worker threads are daemon threads: interpreter exit waits for none of them,
-                # so the exit hooks drain them with a deadline.
-                lifecycle.install_exit_hooks(shutdown)
-                _exit_hooks_installed = True
-        return _pool
+        if _pool is not None:
+            return _pool
+        pool = _pool = _make_pool(conf.get())
+        if not _exit_hooks_installed:
+            # Worker threads are daemon threads: interpreter exit waits for none of them,
+            # so the exit hooks drain them with a deadline.
+            lifecycle.install_exit_hooks(shutdown)
+            _exit_hooks_installed = True
+    problem = lifecycle.exit_hook_problem()
+    if problem is not None:
+        pool.report_problem("no-exit-hook", problem)  # logs: outside _lock
+    return pool
 
 
 def existing_pool() -> WorkerPool | None:
@@ -57,7 +77,8 @@ def existing_pool() -> WorkerPool | None:
 def stats() -> Stats:
     pool = _pool
     if pool is not None:
-        return pool.stats()
+        own = pool.stats()
+        return _with_retired(own) if _retired else own
     config = conf.get()
     return Stats(
         max_workers=config.WORKERS,
@@ -65,6 +86,63 @@ def stats() -> Stats:
         pid=os.getpid(),
         mode="immediate" if config.IMMEDIATE else lifecycle.mode(),
     )
+
+
+def _in_flight(stats: Stats) -> bool:
+    return bool(stats.waiting or stats.backlog or stats.running)
+
+
+def _with_retired(own: Stats) -> Stats:
+    """Add the counters of replaced pools that still have calls in flight."""
+    with _lock:
+        retired = list(_retired)
+    totals = dataclasses.asdict(own)
+    for pool in retired:
+        theirs = pool.stats()
+        if not _in_flight(theirs):
+            with _lock, contextlib.suppress(ValueError):
+                _retired.remove(pool)
+            continue
+        for name in _SUMMED:
+            totals[name] += getattr(theirs, name)
+        totals["problems"] = (*totals["problems"], *theirs.problems)
+    return Stats(**totals)
+
+
+_SUMMED = (
+    "accepted",
+    "waiting",
+    "backlog",
+    "running",
+    "slow",
+    "done",
+    "failed",
+    "cancelled",
+    "discarded",
+    "dropped",
+    "handoff_errors",
+    "rescued",
+    "workers",
+)
+
+
+def drain(timeout: float | None = None, *, wait_for_responses: bool = False) -> bool:
+    refuse_inside_a_call("after_response.drain()")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with _lock:
+        pools = [*_retired, *([_pool] if _pool is not None else [])]
+    if not pools and wait_for_responses and deferred.open_queues[0]:
+        pools = [get_pool()]  # requests deferred calls but the pool was never used
+    for pool in pools:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not pool.drain(remaining, wait_for_responses=wait_for_responses):
+            return False
+    return True
+
+
+def count_rescued() -> None:
+    with contextlib.suppress(Exception):
+        get_pool().count_rescued()
 
 
 def _make_pool(config: conf.Config) -> WorkerPool:
@@ -91,6 +169,7 @@ def _make_pool(config: conf.Config) -> WorkerPool:
 
 def hand_off(calls: list[DeferredCall]) -> None:
     """Give calls to whoever takes them now. Never raises: Django would swallow it."""
+    deferred.run_later()
     try:
         sink = captures[-1] if captures else get_pool()
         sink.accept(calls)
@@ -110,6 +189,7 @@ def shutdown(timeout: float | None = None) -> bool:
     Defaults to ``AFTER_RESPONSE_DRAIN_TIMEOUT``. Runs at interpreter exit; logs what was
     left undone. Returns whether everything finished.
     """
+    refuse_inside_a_call("after_response.shutdown()")
     pool = _pool
     if pool is None:
         return True
@@ -124,6 +204,8 @@ def _replace_pool(*, setting: str, **kwargs: Any) -> None:
     if setting.startswith(conf.PREFIX):
         with _lock:
             old, _pool = _pool, None
+            if old is not None:
+                _retired.append(old)  # drained and counted until its last call ends
         if old is not None:
             old.retire()
 
@@ -171,14 +253,15 @@ def _in_async_client_close() -> bool:
     return context is not None and context.get(None) is None
 
 
-def _run(call: DeferredCall) -> Exception | None:
+def _run(call: DeferredCall) -> BaseException | None:
     context = call.context
     if not isinstance(context, CallContext):  # a DeferredCall made by hand
         context = current_context("no request")
     return context.run(_run_in_context, call, context)
 
 
-def _run_in_context(call: DeferredCall, context: CallContext) -> Exception | None:
+def _run_in_context(call: DeferredCall, context: CallContext) -> BaseException | None:
+    _in_call.set(call)  # in this call's fresh context: nothing to reset
     # Signals without receivers (the usual case) cost a check, not a send: this runs per call.
     sender = call.fn
     if signals.call_started.receivers:
@@ -186,7 +269,9 @@ def _run_in_context(call: DeferredCall, context: CallContext) -> Exception | Non
     started = time.perf_counter()
     try:
         execute(call)
-    except Exception as exc:
+    except BaseException as exc:
+        # BaseException too (SystemExit, KeyboardInterrupt, CancelledError, gevent.Timeout): it
+        # is the call's failure, reported like any other; the worker thread lives on.
         duration = time.perf_counter() - started
         logger.exception("Deferred call %s failed (request: %s)", call.name, context.label)
         if signals.call_failed.receivers:
@@ -222,6 +307,6 @@ async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
-def run_captured_call(call: DeferredCall) -> Exception | None:
+def run_captured_call(call: DeferredCall) -> BaseException | None:
     """Run a call captured by capture_deferred() in this thread, like immediate mode."""
     return _run(call)

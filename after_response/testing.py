@@ -59,7 +59,7 @@ def capture_deferred(*, execute: bool = False) -> Iterator[list[DeferredCall]]:
 
 
 def run_captured(calls: list[DeferredCall], capture: _CapturePool | None = None) -> None:
-    errors: list[tuple[DeferredCall, Exception]] = []
+    errors: list[tuple[DeferredCall, BaseException]] = []
     index = 0
     while index < len(calls):
         call = calls[index]

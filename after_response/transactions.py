@@ -20,7 +20,7 @@ from collections.abc import Callable
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from .db import thread_connections
-from .deferred import DeferredCall, State, transition_lock
+from .deferred import DeferredCall, State, later, transition_lock
 
 
 def _real_blocks(connection: BaseDatabaseWrapper) -> bool:
@@ -66,15 +66,34 @@ def _gate_opened(call: DeferredCall) -> None:
 
 
 def _gate_dropped(call: DeferredCall, opened: list[bool]) -> None:
+    # A weakref.finalize callback: usually run at once by the rollback that dropped the gate,
+    # but the garbage collector runs it at any point when the gate was cyclic garbage, maybe
+    # while this very thread holds transition_lock. Never wait for the lock here.
     if opened[0]:
         return
-    with transition_lock:
-        call.gates -= 1
-        if call.state in (State.PENDING, State.WAITING):
-            call.state = State.DISCARDED
-        settled = _take_on_settled(call)  # one rollback settles it, whatever the other gates do
+    if not transition_lock.acquire(blocking=False):
+        later(_discard, call)
+        return
+    try:
+        settled = _discard_locked(call)
+    finally:
+        transition_lock.release()
     if settled is not None:
         settled(call)
+
+
+def _discard(call: DeferredCall) -> None:
+    with transition_lock:
+        settled = _discard_locked(call)
+    if settled is not None:
+        settled(call)
+
+
+def _discard_locked(call: DeferredCall) -> Callable[[DeferredCall], None] | None:
+    call.gates -= 1
+    if call.state in (State.PENDING, State.WAITING):
+        call.state = State.DISCARDED
+    return _take_on_settled(call)  # one rollback settles it, whatever the other gates do
 
 
 def _take_on_settled(call: DeferredCall) -> Callable[[DeferredCall], None] | None:
