@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from .models import (
+    BadBookReport,
     Book,
     CallRecord,
     FakeServiceHit,
@@ -31,6 +32,7 @@ class BookAdmin(admin.ModelAdmin):
     # Every change republishes the catalogue once the response is sent (once per request).
     def save_model(self, request: HttpRequest, obj: Book, form: object, change: bool) -> None:
         super().save_model(request, obj, form, change)
+        obj.reports.all().delete()  # fixed: if it breaks again, the team hears of it again
         schedule_publish()
 
     def delete_model(self, request: HttpRequest, obj: Book) -> None:
@@ -40,6 +42,12 @@ class BookAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: object) -> None:
         super().delete_queryset(request, queryset)
         schedule_publish()
+
+
+@admin.register(BadBookReport)
+class BadBookReportAdmin(admin.ModelAdmin):
+    list_display = ("book", "sent_at")
+    list_select_related = ("book",)
 
 
 class ImportRowErrorInline(admin.TabularInline):
@@ -57,6 +65,7 @@ class ImportJobAdmin(admin.ModelAdmin):
         "status",
         "total_rows",
         "imported",
+        "skipped",
         "failed",
         "created_at",
     )

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -76,6 +79,20 @@ class BookType(models.TextChoices):
     HORROR = "horror", "Horror"
 
 
+# What an import row sets: a row is "already imported" if the book has these values.
+IMPORTED_FIELDS = (
+    "title",
+    "author",
+    "book_type",
+    "isbn",
+    "year_published",
+    "price",
+    "no_of_pages",
+    "quantity",
+    "description",
+)
+
+
 class Book(models.Model):
     title = models.CharField(max_length=200)
     author = models.CharField(max_length=200)
@@ -105,6 +122,10 @@ class Book(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("book", args=[self.pk])
 
+    def same_as(self, other: Book) -> list[str]:
+        """The imported fields in which this book differs from ``other``: empty if none."""
+        return [name for name in IMPORTED_FIELDS if getattr(self, name) != getattr(other, name)]
+
     def problems(self) -> list[str]:
         """What is impossible about this record, by the model's own validators.
 
@@ -120,6 +141,24 @@ class Book(models.Model):
                 for message in messages
             ]
         return []
+
+
+class BadBookReport(models.Model):
+    """A mail sent to the content team about a book's problems: each is sent once."""
+
+    book = models.ForeignKey(Book, on_delete=models.CASCADE, related_name="reports")
+    problems = models.TextField(help_text="What was wrong, one problem a line.")
+    sent_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("-sent_at", "-pk")
+        # Decides, in the database, which of the readers of a broken book sends the mail.
+        constraints = (
+            models.UniqueConstraint(fields=["book", "problems"], name="one_report_per_problem"),
+        )
+
+    def __str__(self) -> str:
+        return f"Report on book #{self.book_id}"
 
 
 # -- use case 1: bulk import ----------------------------------------------------------------
@@ -139,12 +178,17 @@ class ImportJob(models.Model):
     total_rows = models.PositiveIntegerField(null=True, blank=True, help_text="Known once read.")
     rows_done = models.PositiveIntegerField(default=0)
     imported = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(
+        default=0, help_text="Rows already in the catalogue, identical: imported before."
+    )
     failed = models.PositiveIntegerField(default=0, help_text="Rows refused.")
     message = models.TextField(blank=True, help_text="Why the whole job failed, if it did.")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Raised when a stalled job is resumed: a run only commits while the attempt is its own.
+    attempt = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ("-created_at",)
@@ -158,6 +202,19 @@ class ImportJob(models.Model):
     @property
     def finished(self) -> bool:
         return self.status in (self.Status.DONE, self.Status.FAILED)
+
+    @staticmethod
+    def stalled_before() -> datetime:
+        """An unfinished job without progress since then has stalled: its process has died."""
+        return timezone.now() - timedelta(seconds=settings.DEMO_STALLED_AFTER)
+
+    @property
+    def stalled(self) -> bool:
+        return not self.finished and self.updated_at < self.stalled_before()
+
+    @property
+    def status_label(self) -> str:
+        return "Stalled" if self.stalled else self.get_status_display()
 
     @property
     def percent(self) -> int:
@@ -230,6 +287,7 @@ class FakeServiceHit(models.Model):
     key = models.CharField(max_length=100)  # the ISBN, or the event
     status = models.PositiveSmallIntegerField()
     received_at = models.DateTimeField(auto_now_add=True)
+    note = models.CharField(max_length=300, blank=True, help_text="Why the caller saw otherwise.")
 
     class Meta:
         ordering = ("-received_at", "-pk")

@@ -14,8 +14,9 @@ import after_response
 from after_response.types import DeferringRequest
 from django.conf import settings
 from django.contrib import messages
+from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import Avg, Count, Max, Q
+from django.db.models import Avg, Count, F, Max, Q
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -39,15 +40,17 @@ from .models import (
 )
 from .notify import report_bad_book
 from .publishing import schedule_publish, snapshot_path
-from .sample_data import workbook_bytes
+from .sample_data import generated_csv, workbook_bytes
 
 logger = logging.getLogger(__name__)
 
 SEND_SECONDS = 2.0  # a slow mail server or API, simulated
 RECENT = 10  # notes listed
 REFRESH_FOR = timedelta(seconds=30)  # reload the page while a note this young is unsent
-STALLED_AFTER = timedelta(seconds=60)  # an import without progress for this long is lost
 SAMPLE_CSV = Path(__file__).resolve().parent / "sample_data" / "books.csv"
+LARGE_SAMPLE_ROWS = 10_000  # the generated sample: enough rows for the progress to show
+BOOKS_PER_PAGE = 100
+FAVICON = Path(__file__).resolve().parent / "static" / "demo" / "favicon.ico"
 
 
 # -- the thank-you note: the smallest use --------------------------------------------------
@@ -107,6 +110,7 @@ def import_new(request: DeferringRequest) -> HttpResponse:
         {
             "error": error,
             "columns": importing.REQUIRED_COLUMNS + importing.OPTIONAL_COLUMNS,
+            "large_sample_rows": LARGE_SAMPLE_ROWS,
             "book_types": BookType.labels,
             "jobs": ImportJob.objects.all()[:10],
         },
@@ -149,8 +153,35 @@ def import_job(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "demo/import_job.html",
-        {"job": job, "status": _job_status(job), "row_errors": job.row_errors.all()},
+        {
+            "job": job,
+            "status": _job_status(job),
+            "row_errors": job.row_errors.all()[: importing.MAX_ERRORS_LISTED],
+            "max_errors": importing.MAX_ERRORS_LISTED,
+        },
     )
+
+
+@require_POST
+def import_resume(request: DeferringRequest, pk: int) -> HttpResponse:
+    """Run a stalled job again, from the last row it committed.
+
+    One conditional UPDATE claims it, for one reader in any process: it matches only while the
+    job is still stalled, and raises its attempt, so a run of the old attempt that is alive
+    after all stops at its next batch instead of importing beside the new one.
+    """
+    job = get_object_or_404(ImportJob, pk=pk)
+    claimed = (
+        ImportJob.objects.filter(pk=pk, updated_at__lt=ImportJob.stalled_before())
+        .exclude(status__in=(ImportJob.Status.DONE, ImportJob.Status.FAILED))
+        .update(attempt=F("attempt") + 1, updated_at=timezone.now())
+    )
+    if claimed:
+        request.defer(importing.run_import, job.pk)
+        messages.success(request, f"Import #{job.pk} resumes after row {job.rows_done + 1}.")
+    else:
+        messages.error(request, f"Import #{job.pk} has not stalled: it was not resumed.")
+    return redirect(job)
 
 
 @require_GET
@@ -160,16 +191,17 @@ def import_status(request: HttpRequest, pk: int) -> JsonResponse:
 
 def _job_status(job: ImportJob) -> dict[str, object]:
     errors = job.row_errors.values_list("row_number", "reason")[: importing.MAX_ERRORS_LISTED]
-    stalled = not job.finished and job.updated_at < timezone.now() - STALLED_AFTER
     return {
         "id": job.pk,
         "file": job.original_name,
         "status": job.status,
+        "label": job.status_label,  # "Stalled" rather than "Running" once it is
         "finished": job.finished,
-        "stalled": stalled,
+        "stalled": job.stalled,
         "total": job.total_rows,
         "done": job.rows_done,
         "imported": job.imported,
+        "skipped": job.skipped,
         "failed": job.failed,
         "percent": job.percent,
         "message": job.message,
@@ -196,6 +228,22 @@ def sample_xlsx(request: HttpRequest) -> HttpResponse:
     return response
 
 
+@require_GET
+def sample_large_csv(request: HttpRequest) -> HttpResponse:
+    response = HttpResponse(generated_csv(LARGE_SAMPLE_ROWS), content_type="text/csv")
+    filename = f"books-{LARGE_SAMPLE_ROWS}.csv"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@require_GET
+def favicon(request: HttpRequest) -> FileResponse:
+    """Browsers ask for /favicon.ico on every page: answer it (a real site's web server does)."""
+    response = FileResponse(FAVICON.open("rb"), content_type="image/x-icon")
+    response["Cache-Control"] = "max-age=86400"
+    return response
+
+
 # -- the catalogue: 2. error notification, 3. cached remote data, 4. webhook, 5. snapshot ---
 
 
@@ -205,11 +253,13 @@ def book_list(request: DeferringRequest) -> HttpResponse:
         schedule_publish()
         return redirect(book)
     published = snapshot_path()
+    page = Paginator(Book.objects.all(), BOOKS_PER_PAGE).get_page(request.GET.get("page"))
     return render(
         request,
         "demo/books.html",
         {
-            "books": Book.objects.all(),
+            "page": page,
+            "books": page.object_list,
             "published_at": (
                 datetime.fromtimestamp(published.stat().st_mtime, tz=UTC)
                 if published.exists()

@@ -102,14 +102,15 @@ AFTER_RESPONSE_WORKERS = 4  # threads per gunicorn worker process (this is the d
 
 # The demo's own settings.
 DEMO_CONTENT_TEAM = ["content-team@example.com"]  # told about books with impossible data
-DEMO_MAX_UPLOAD_BYTES = 2 * 1024 * 1024
-# Simulated work per imported row (say, fetching a cover), so that the progress shows.
-DEMO_IMPORT_ROW_DELAY = float(os.environ.get("SAMPLE_SITE_IMPORT_ROW_DELAY", "0.1"))  # seconds
+DEMO_MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+# An import without progress for this long is reported as stalled (its process has died).
+DEMO_STALLED_AFTER = float(os.environ.get("SAMPLE_SITE_STALLED_AFTER", "60"))  # seconds
 DEMO_SNAPSHOT_PATH = DATA_DIR / "public" / "catalogue.html"  # the published static catalogue
 # The "other system": None means the fake one inside this demo, at /fake-remote/ on the host
 # the request came to (a real site names the service's URL here).
 DEMO_REMOTE_URL = os.environ.get("SAMPLE_SITE_REMOTE_URL")
-DEMO_REMOTE_TIMEOUT = 3.0  # seconds, for every call to the remote service
+# Seconds, for every call to the remote service.
+DEMO_REMOTE_TIMEOUT = float(os.environ.get("SAMPLE_SITE_REMOTE_TIMEOUT", "3"))
 DEMO_REMOTE_LATENCY = float(os.environ.get("SAMPLE_SITE_REMOTE_LATENCY", "0.5"))  # seconds
 DEMO_OFFER_MAX_AGE = float(os.environ.get("SAMPLE_SITE_OFFER_MAX_AGE", "30"))  # seconds fresh
 DEMO_REFRESH_LEASE = 30.0  # seconds a refresh may take before another reader may retry it

@@ -24,7 +24,6 @@ def demo_settings(settings: LazySettings, tmp_path: Path) -> None:
     settings.AFTER_RESPONSE_IMMEDIATE = True
     settings.MEDIA_ROOT = tmp_path / "uploads"
     settings.DEMO_SNAPSHOT_PATH = tmp_path / "public" / "catalogue.html"
-    settings.DEMO_IMPORT_ROW_DELAY = 0
     settings.DEMO_REMOTE_LATENCY = 0
     settings.DEMO_REMOTE_URL = None
 
