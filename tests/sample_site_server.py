@@ -28,6 +28,7 @@ START_TIMEOUT = 30.0  # seconds for migrate, and for gunicorn to listen
 STOP_TIMEOUT = 10.0  # seconds from SIGTERM to SIGKILL
 POLL_INTERVAL = 0.05  # seconds
 REQUEST_TIMEOUT = 10.0  # seconds
+WORKERS = 2  # gunicorn.conf.py's worker processes
 
 T = TypeVar("T")
 
@@ -47,6 +48,21 @@ class Server:
 
     def worker_pids(self) -> list[str]:
         return re.findall(r"Booting worker with pid: (\d+)", self.log.read_text())
+
+    def kill_workers(self) -> None:
+        """SIGKILL the worker processes, as the OOM killer would; wait for their successors.
+
+        Their work after the response dies with them; gunicorn's master starts new ones.
+        """
+        booted = self.worker_pids()
+        for pid in booted[-WORKERS:]:
+            with contextlib.suppress(ProcessLookupError):  # gone already
+                os.kill(int(pid), signal.SIGKILL)
+        wait_for(
+            "new worker processes",
+            lambda: len(self.worker_pids()) >= len(booted) + WORKERS,
+            START_TIMEOUT,
+        )
 
     def client(self) -> httpx.Client:
         # No keep-alive. gunicorn's gthread worker closes an idle connection after `keepalive`

@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,7 +31,8 @@ CONCURRENT_READERS = 8
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     # The fake remote service answers in 1 s: the concurrent readers below overlap the refresh.
-    with serve(tmp_path, SAMPLE_SITE_IMPORT_ROW_DELAY="0", SAMPLE_SITE_REMOTE_LATENCY="1") as s:
+    # An import without progress for 2 s has stalled (not 60): a test kills one on purpose.
+    with serve(tmp_path, SAMPLE_SITE_REMOTE_LATENCY="1", SAMPLE_SITE_STALLED_AFTER="2") as s:
         yield s
 
 
@@ -75,13 +78,24 @@ def test_redirect_comes_before_the_deferred_call(server: Server) -> None:
         assert page.status_code == 200
         assert recipient in page.text
         assert "after_response.stats()" in page.text
+        # Issue 12: the icon every browser asks for.
+        icon = client.get("/favicon.ico")
+        assert (icon.status_code, icon.headers["content-type"]) == (200, "image/x-icon")
 
 
-def import_books(server: Server, client: httpx.Client, csv: str) -> dict[str, Any]:
+def import_books(server: Server, client: httpx.Client, csv: str | bytes) -> dict[str, Any]:
     """Import through the JSON endpoint; return the finished job's status."""
+    return wait_for_job(client, upload(client, csv))
+
+
+def upload(client: httpx.Client, csv: str | bytes) -> str:
+    """Upload through the JSON endpoint; return the job's status URL."""
     response = client.post("/api/imports/", files={"file": ("books.csv", csv, "text/csv")})
     assert response.status_code == 202, response.text
-    status_url = response.json()["status_url"]
+    return str(response.json()["status_url"])
+
+
+def wait_for_job(client: httpx.Client, status_url: str) -> dict[str, Any]:
     return wait_for(
         "import finished",
         lambda: (status := client.get(status_url).json())["finished"] and status,
@@ -159,3 +173,118 @@ def test_stale_offer_is_refreshed_once_across_processes(server: Server) -> None:
         page = client.get(f"/books/{book['id']}/").text
     assert f"Price {float(offer['price']):.2f}, {offer['in_stock']} in stock" in page
     assert "Being refreshed" not in page
+
+
+# -- issue 12: the bulk import at the database's pace, and a job whose process died ---------
+
+RATE_ROWS = 2000  # rows of the rate test's file
+RATE_FLOOR = 200  # rows/s: far below the target of 1,000 (benchmarks/import_rate.py), for CI
+
+
+def large_sample(client: httpx.Client, rows: int | None = None) -> bytes:
+    """The demo's generated sample (10,000 rows, one in 100 refused), or its first rows."""
+    response = client.get("/imports/sample-large.csv")
+    assert response.status_code == 200
+    if rows is None:
+        return response.content
+    return b"".join(response.content.splitlines(keepends=True)[: rows + 1])
+
+
+def test_import_rate(server: Server) -> None:
+    """No artificial delay: the rows go in as fast as SQLite takes them. The figure for 10,000
+    rows is benchmarks/import_rate.py's; this is a floor that a loaded CI machine meets."""
+    with server.client() as client:
+        status = import_books(server, client, large_sample(client, RATE_ROWS))
+    assert (status["total"], status["imported"], status["failed"]) == (RATE_ROWS, 1980, 20)
+    [job] = server.rows("SELECT started_at, finished_at FROM demo_importjob")
+    seconds = (
+        datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["started_at"])
+    ).total_seconds()
+    rate = RATE_ROWS / seconds
+    assert rate >= RATE_FLOOR, f"{rate:.0f} rows/s ({RATE_ROWS} rows in {seconds:.2f} s)"
+
+
+def csrf_token(client: httpx.Client, path: str) -> str:
+    page = client.get(path)
+    assert page.status_code == 200
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+    assert token is not None, page.text
+    return token[1]
+
+
+def test_job_killed_mid_import_stalls_then_resumes(server: Server) -> None:
+    """Its process is killed mid-import: the job says it stalled (not "Running"), resumes from
+    the last row it committed, and the file uploaded again skips every row it finds there."""
+    with server.client() as client:
+        csv = large_sample(client)
+        status_url = upload(client, csv)
+        job_id = status_url.split("/")[-2]
+        # Hold SQLite's write lock while looking: the import cannot move on past what is seen.
+        with contextlib.closing(
+            sqlite3.connect(server.db, timeout=IMPORT_TIMEOUT, isolation_level=None)
+        ) as db:
+
+            def under_way() -> tuple[int, int] | None:
+                db.execute("BEGIN IMMEDIATE")
+                done, total = db.execute(
+                    "SELECT rows_done, total_rows FROM demo_importjob WHERE id = ?", (job_id,)
+                ).fetchone()
+                if done and done < total:
+                    return done, total  # the lock is kept
+                db.execute("COMMIT")
+                return None
+
+            done, total = wait_for("the import under way", under_way, IMPORT_TIMEOUT)
+            server.kill_workers()
+            db.execute("COMMIT")
+
+        stalled = wait_for(
+            "the job stalled",
+            lambda: (status := client.get(status_url).json())["stalled"] and status,
+            IMPORT_TIMEOUT,
+        )
+        assert (stalled["status"], stalled["label"], stalled["done"]) == (
+            "running",
+            "Stalled",
+            done,
+        )
+        page = client.get(f"/imports/{job_id}/").text
+        assert '<span id="status">Stalled</span>:' in page
+        assert "Running" not in page
+
+        token = csrf_token(client, f"/imports/{job_id}/")
+        resumed = client.post(f"/imports/{job_id}/resume/", data={"csrfmiddlewaretoken": token})
+        assert resumed.status_code == 302, resumed.text
+        status = wait_for_job(client, status_url)
+        assert (status["status"], status["total"], status["done"]) == ("done", total, total)
+        assert (status["imported"], status["skipped"], status["failed"]) == (9900, 0, 100)
+
+        again = import_books(server, client, csv)
+    assert (again["imported"], again["skipped"], again["failed"]) == (0, 9900, 100)
+    assert server.rows("SELECT COUNT(*) AS n FROM demo_book") == [{"n": 9900}]
+
+
+def test_webhook_answered_after_the_timeout_is_explained(server: Server) -> None:
+    """The fake supplier answers 204 after the caller gave up: its log says why the delivery
+    is failed all the same."""
+    with server.client() as client:
+        import_books(server, client, HEADER + "Dune,F. H.,Sci-tech,9780441013593,1965,9.99,412,3\n")
+        [book] = server.rows("SELECT id FROM demo_book")
+        path = f"/books/{book['id']}/"
+        token = csrf_token(client, path)
+        sold = client.post(f"{path}sell/", data={"csrfmiddlewaretoken": token, "supplier": "slow"})
+        assert sold.status_code == 302
+        [delivery] = wait_for(
+            "the failed delivery",
+            lambda: server.rows("SELECT * FROM demo_webhookdelivery WHERE status = 'failed'"),
+            SENT_TIMEOUT,
+        )
+        assert delivery["error"].startswith("ReadTimeout")
+        [hit] = wait_for(
+            "the late answer",
+            lambda: server.rows("SELECT * FROM demo_fakeservicehit WHERE kind = 'webhook'"),
+            SENT_TIMEOUT,
+        )
+        assert hit["status"] == 204
+        assert "past the caller's 3 s timeout: the caller had given up (ReadTimeout)" in hit["note"]
+        assert "past the caller&#x27;s 3 s timeout" in client.get("/status/").text

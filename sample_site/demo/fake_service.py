@@ -62,7 +62,7 @@ def webhook(body: dict[str, Any], behaviour: str, took: float = 0.0) -> int:
             f"Answered after {took:.1f} s, past the caller's {timeout:g} s timeout: "
             "the caller had given up (ReadTimeout) and never saw this answer."
         )
-        logger.info("Fake supplier: webhook answered %d %s", status, note)
+        logger.info("Fake supplier: webhook answered %d. %s", status, note)
     FakeServiceHit.objects.create(
         kind="webhook", key=str(body.get("event", "?"))[:100], status=status, note=note
     )

@@ -17,9 +17,17 @@ from after_response.testing import DeferredCallFailed
 from django.core import mail
 from django.test import Client
 from django.utils import timezone
+from django.utils.html import escape
 
-from demo import publishing, remote
-from demo.models import Book, FakeServiceHit, SupplierOffer, WebhookDelivery, isbn13
+from demo import fake_service, notify, publishing, remote, views
+from demo.models import (
+    BadBookReport,
+    Book,
+    FakeServiceHit,
+    SupplierOffer,
+    WebhookDelivery,
+    isbn13,
+)
 
 from .conftest import FakeRemote
 
@@ -29,6 +37,10 @@ Capture = Callable[..., AbstractContextManager[list[Any]]]
 
 
 def make_book(n: int = 1, **fields: Any) -> Book:
+    return Book.objects.create(**book_values(n, **fields))
+
+
+def book_values(n: int, **fields: Any) -> dict[str, Any]:
     values: dict[str, Any] = {
         "title": f"Book {n}",
         "author": "Ada",
@@ -39,7 +51,7 @@ def make_book(n: int = 1, **fields: Any) -> Book:
         "no_of_pages": 100,
         "quantity": 2,
     }
-    return Book.objects.create(**(values | fields))
+    return values | fields
 
 
 def bad_book() -> Book:
@@ -73,6 +85,68 @@ def test_the_mail_goes_after_the_response(client: Client, capture_deferred: Capt
     assert len(mail.outbox) == 1
 
 
+def test_the_team_hears_of_a_problem_once(client: Client, capture_deferred: Capture) -> None:
+    """Issue 12: every view of a broken book sent another identical mail."""
+    book = bad_book()
+    for _ in range(3):
+        with capture_deferred(execute=True) as calls:
+            assert client.get(f"/books/{book.pk}/").status_code == 500
+        assert len(calls) <= 1  # nothing is even deferred once it is reported
+    assert len(mail.outbox) == 1
+    report = BadBookReport.objects.get()
+    assert report.problems.splitlines() == [
+        "no_of_pages: Ensure this value is greater than or equal to 1.",
+        "year_published: 2999 is in the future.",
+    ]
+    # Another problem is news.
+    Book.objects.filter(pk=book.pk).update(price=Decimal("-1"))
+    client.get(f"/books/{book.pk}/")
+    assert len(mail.outbox) == 2
+    assert "price: Ensure this value is greater than or equal to 0." in mail.outbox[1].body
+
+
+def test_concurrent_readers_send_one_mail(client: Client, capture_deferred: Capture) -> None:
+    """Both readers defer the mail before either sends it: the report's unique constraint
+    lets one of them send it."""
+    book = bad_book()
+    with capture_deferred() as calls:
+        client.get(f"/books/{book.pk}/")
+        client.get(f"/books/{book.pk}/")
+    assert [call.name for call in calls] == ["demo.notify.mail_content_team"] * 2
+    for call in calls:
+        call.fn(*call.args, **call.kwargs)
+    assert len(mail.outbox) == 1
+
+
+def test_a_mail_that_failed_is_sent_by_the_next_reader(
+    client: Client, monkeypatch: pytest.MonkeyPatch, capture_deferred: Capture
+) -> None:
+    book = bad_book()
+
+    def mail_server_down(**kwargs: Any) -> None:
+        raise OSError("Connection refused")
+
+    monkeypatch.setattr(notify, "send_mail", mail_server_down)
+    with pytest.raises(DeferredCallFailed), capture_deferred(execute=True):
+        client.get(f"/books/{book.pk}/")
+    assert not BadBookReport.objects.exists()
+    monkeypatch.undo()
+    client.get(f"/books/{book.pk}/")
+    assert len(mail.outbox) == 1
+
+
+def test_a_fixed_book_that_breaks_again_is_reported_again(admin_client: Client) -> None:
+    book = bad_book()
+    admin_client.get(f"/books/{book.pk}/")
+    fixed = {"title": "Fixed", "author": "Ada", "book_type": "classic", "isbn": book.isbn}
+    fixed |= {"year_published": 1900, "price": "9.99", "no_of_pages": 100, "quantity": 2}
+    admin_client.post(f"/admin/demo/book/{book.pk}/change/", {**fixed, "description": ""})
+    assert not BadBookReport.objects.exists()
+    Book.objects.filter(pk=book.pk).update(year_published=2999, no_of_pages=0)
+    admin_client.get(f"/books/{book.pk}/")
+    assert len(mail.outbox) == 2
+
+
 def test_good_book_sends_no_mail(client: Client, fake_remote: FakeRemote) -> None:
     assert client.get(f"/books/{make_book().pk}/").status_code == 200
     assert mail.outbox == []
@@ -102,6 +176,34 @@ def test_legacy_button_makes_a_bad_book(client: Client) -> None:
         "price: Ensure this value is greater than or equal to 0.",
         "no_of_pages: Ensure this value is greater than or equal to 1.",
     ]
+
+
+# -- the catalogue's pages -----------------------------------------------------------------
+
+
+def test_catalogue_is_paginated(client: Client) -> None:
+    """Issue 12: /books/ put some 3,550 books on one 944 KB page."""
+    Book.objects.bulk_create(Book(**book_values(n)) for n in range(250))
+    first = client.get("/books/").content.decode()
+    assert first.count('<td><a href="/books/') == views.BOOKS_PER_PAGE == 100
+    assert "250 books, page 1 of 3:" in first
+    assert '<a href="?page=2" rel="next">Next</a> <a href="?page=3">Last</a>' in first
+    assert len(first) < 40_000
+    last = client.get("/books/?page=3").content.decode()
+    assert last.count('<td><a href="/books/') == 50
+    assert '<a href="?page=2" rel="prev">Previous</a>' in last and "Next" not in last
+    # Any other page number shows a page, not an error.
+    assert "page 3 of 3" in client.get("/books/?page=99").content.decode()
+    assert "page 1 of 3" in client.get("/books/?page=x").content.decode()
+
+
+def test_favicon(client: Client) -> None:
+    """Issue 12: /favicon.ico answered 404 on every page."""
+    response = client.get("/favicon.ico")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/x-icon"
+    assert b"".join(response.streaming_content).startswith(b"\x00\x00\x01\x00")  # ICO
+    assert b'<link rel="icon" href="/favicon.ico">' in client.get("/books/").content
 
 
 # -- 3. cached remote data ------------------------------------------------------------------
@@ -301,6 +403,29 @@ def test_fake_service_over_http(client: Client) -> None:
         ("webhook", 503),
         ("offer", 200),
     ]
+
+
+def test_a_late_answer_is_explained(
+    client: Client, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12: the fake service's log showed 204 for a webhook failed with ReadTimeout.
+
+    It answers after the caller's timeout, and records what it answered: it says so."""
+    settings.DEMO_REMOTE_TIMEOUT = 0.01
+    monkeypatch.setattr(fake_service, "LATE_BY", 0.02)
+    response = client.post(
+        "/fake-remote/webhooks/stock/?behaviour=slow", {"event": "x"}, "application/json"
+    )
+    assert response.status_code == 204  # what nobody read
+    hit = FakeServiceHit.objects.get()
+    assert hit.status == 204
+    assert hit.note.startswith("Answered after ")
+    assert "s, past the caller's 0.01 s timeout:" in hit.note
+    assert hit.note.endswith("the caller had given up (ReadTimeout) and never saw this answer.")
+    page = client.get("/status/").content.decode()
+    assert f'<td class="num">204</td><td>{escape(hit.note)}</td>' in page
+    client.post("/fake-remote/webhooks/stock/", {"event": "x"}, "application/json")
+    assert FakeServiceHit.objects.filter(note="").count() == 1  # in time: nothing to explain
 
 
 # -- 5. the published snapshot --------------------------------------------------------------
