@@ -16,19 +16,19 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from tests import recorder
+
 RUN_AS = "postgres"  # initdb refuses root: the cluster then runs as this user
 COMMAND_TIMEOUT = 60.0  # seconds, for initdb and each pg_ctl command
 PG_CTL_WAIT = 30  # seconds pg_ctl waits for the server to start or stop
 CONNECT_TIMEOUT = 5  # seconds
 TERMINATE_TIMEOUT_MS = 5000  # how long pg_terminate_backend waits for the session to end
-POLL_INTERVAL = 0.02  # seconds
 PORT_ATTEMPTS = 3  # another program may take the free port before the server binds it
 DATABASE = "faults"
 CONFIG = """
@@ -258,19 +258,14 @@ class Cluster:
         self, application_name: str, count: int, timeout: float, *, wait_event: str | None = None
     ) -> list[int]:
         """Poll until ``count`` sessions (in ``wait_event``, if given) exist; fail at the bound."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [
-                pid
-                for pid, _, event in self.backends(application_name)
-                if wait_event is None or event == wait_event
-            ]
-            if len(found) == count:
-                return found
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"expected {count} sessions of {application_name}"
-                    f"{f' in {wait_event}' if wait_event else ''}, found "
-                    f"{self.backends(application_name)}"
-                )
-            time.sleep(POLL_INTERVAL)
+
+        def matching() -> list[tuple[int, str | None, str | None]]:
+            found = self.backends(application_name)
+            return [row for row in found if wait_event is None or row[2] == wait_event]
+
+        found = recorder.settled(matching, lambda rows: len(rows) == count, timeout)
+        assert len(found) == count, (
+            f"expected {count} sessions of {application_name}"
+            f"{f' in {wait_event}' if wait_event else ''}, found {self.backends(application_name)}"
+        )
+        return [pid for pid, _, _ in found]

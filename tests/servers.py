@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,13 +23,13 @@ import httpx
 from django.conf import settings
 from django.db import connection
 
+from tests import recorder
 from tests.models import Record
 
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 15.0  # seconds: bound of every poll for something that should happen soon
-POLL_INTERVAL = 0.02  # seconds
 START_TIMEOUT = 30.0  # seconds, for a server to log its port and boot both workers
 STOP_TIMEOUT = 15.0  # seconds, after SIGTERM, before SIGKILL
 REQUEST_TIMEOUT = 10.0  # seconds, per HTTP request
@@ -51,14 +50,10 @@ PROBLEM = re.compile(r"Traceback|ERROR|warning", re.IGNORECASE)
 
 def poll(check: Callable[[], T | None], timeout: float, failure: Callable[[], str]) -> T:
     """Call ``check`` until it returns something truthy; fail with ``failure()`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(failure())
-        time.sleep(POLL_INTERVAL)
+    result = recorder.settled(check, bool, timeout)
+    if not result:
+        raise AssertionError(failure())
+    return result
 
 
 def unique(label: str) -> str:
@@ -194,9 +189,9 @@ class Server:
             self.process.kill()
             self.process.wait(STOP_TIMEOUT)
         # Its workers exit with it; any that outlive it by the bound are killed one by one.
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while (left := session_members(self.process.pid)) and time.monotonic() < deadline:
-            time.sleep(POLL_INTERVAL)
+        left = recorder.settled(
+            lambda: session_members(self.process.pid), lambda members: not members, STOP_TIMEOUT
+        )
         for pid in left:
             killed.append(pid)
             os.kill(pid, signal.SIGKILL)

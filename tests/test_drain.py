@@ -17,8 +17,11 @@ server has exited, the rows in the table are all the calls ever did.
 And one known failure of the server (xfail): uWSGI's immediate stop (--die-on-term) while its
 workers are in requests loses their calls.
 
-Each run writes the results of the tests it ran to tests/results/drain-matrix.md, in the
-section of its Python, Django and database (the rest of the file is kept).
+Each run writes the results of the tests it ran into a copy of tests/results/drain-matrix.md
+under the system's temporary directory (after_response/drain-matrix.md), in the section of its
+Python, Django and database (the rest of the file is kept); with
+``AFTER_RESPONSE_WRITE_MATRIX=1`` it updates tests/results/drain-matrix.md itself, so that a
+plain test run leaves the working tree as it was.
 
 ``transaction=True``: the servers write through their own connections.
 """
@@ -33,6 +36,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
@@ -450,7 +454,9 @@ def test_uwsgi_without_threads_logs_an_error_and_runs_calls_inline(gated: Run) -
 # -- the matrix ------------------------------------------------------------------------------
 
 
-MATRIX = ROOT / "tests" / "results" / "drain-matrix.md"
+MATRIX = ROOT / "tests" / "results" / "drain-matrix.md"  # the tracked results
+WRITE_MATRIX_ENV = "AFTER_RESPONSE_WRITE_MATRIX"  # =1: a run updates MATRIX itself
+SCRATCH_MATRIX = Path(tempfile.gettempdir()) / "after_response" / "drain-matrix.md"
 COLUMNS = [
     f"1. {N} calls, stop: {N} rows",
     f"2. {SHORT_BUDGET} s budget: undone calls logged, rows within",
@@ -514,7 +520,12 @@ def drain_matrix(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     request.config.pluginmanager.unregister(recorder)
     if recorder.cells:
-        write_matrix(recorder.cells)
+        write_matrix(recorder.cells, matrix_target())
+
+
+def matrix_target() -> Path:
+    """MATRIX when asked for (``AFTER_RESPONSE_WRITE_MATRIX=1``), else a scratch copy."""
+    return MATRIX if os.environ.get(WRITE_MATRIX_ENV) == "1" else SCRATCH_MATRIX
 
 
 def environment() -> str:
@@ -534,12 +545,14 @@ def versions() -> str:
     return ", ".join(found)
 
 
-def write_matrix(cells: dict[tuple[str, str], str]) -> None:
+def write_matrix(cells: dict[tuple[str, str], str], target: Path) -> None:
     """Update this environment's section with the cells that ran; keep the rest of the file
-    (a run of part of this file, e.g. CI's tiers, updates only its own cells)."""
+    (a run of part of this file, e.g. CI's tiers, updates only its own cells). The file is
+    ``target`` if it exists, else the tracked MATRIX."""
+    source = target if target.exists() else MATRIX
     sections = {}
-    if MATRIX.exists():
-        for part in MATRIX.read_text().split("\n## ")[1:]:
+    if source.exists():
+        for part in source.read_text().split("\n## ")[1:]:
             sections["## " + part.split("\n", 1)[0]] = "## " + part.rstrip("\n") + "\n"
     heading = f"## {environment()}"
     header = "| server | " + " | ".join(COLUMNS) + " |"
@@ -564,16 +577,19 @@ def write_matrix(cells: dict[tuple[str, str], str]) -> None:
         *(f"| {ROW_LABELS[row]} | " + " | ".join(values) + " |" for row, values in table.items()),
     ]
     sections[heading] = f"{heading}\n\n{versions()}\n\n" + "\n".join(lines) + "\n"
-    MATRIX.parent.mkdir(parents=True, exist_ok=True)
-    MATRIX.write_text(INTRO + "".join("\n" + sections[key] for key in sorted(sections)))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    partial.write_text(INTRO + "".join("\n" + sections[key] for key in sorted(sections)))
+    partial.replace(target)  # parallel runs: the last one wins, none reads half a file
 
 
 INTRO = """\
 # Graceful stop, server by server
 
-Written by `python -m pytest tests/test_drain.py` (issue 3): each server runs on 127.0.0.1 with
-two worker processes (daphne: one), each request defers one database insert, the calls wait
-until the server has been sent `SIGTERM` right after the last response (uWSGI: with
+Written by `AFTER_RESPONSE_WRITE_MATRIX=1 python -m pytest tests/test_drain.py` (issue 3; without
+the variable a run writes a copy under the system's temporary directory): each server runs on
+127.0.0.1 with two worker processes (daphne: one), each request defers one database insert, the
+calls wait until the server has been sent `SIGTERM` right after the last response (uWSGI: with
 `--hook-master-start "unix_signal:15 gracefully_kill_them_all"`), and once every process has
 exited the test counts the rows. A run rewrites the cells it ran in the section of its Python,
 Django and database; the rest is kept. The docstrings of tests/test_drain.py say what each

@@ -42,7 +42,6 @@ WORKERS = 3  # AFTER_RESPONSE_WORKERS of the database tests
 POOL_TIMEOUT = 3.0  # seconds a thread waits for a pooled connection (psycopg's default: 30)
 CONNECT_TIMEOUT = 3  # seconds
 POOL_RECOVERY = 20.0  # seconds psycopg's pool may take to reconnect after an outage
-POLL_INTERVAL = 0.02  # seconds
 POOLING = django.VERSION >= (5, 1)
 NEEDS_POOLING = pytest.mark.skipif(not POOLING, reason="connection pools need Django 5.1+")
 
@@ -333,10 +332,9 @@ def in_use(alias: str) -> int:
 
 
 def wait_until_returned(alias: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while in_use(alias):
-        assert time.monotonic() < deadline, connections[alias].pool.get_stats()
-        time.sleep(POLL_INTERVAL)
+    """Until the pool has got every connection back (a thread returns its own on its time)."""
+    lent = recorder.settled(lambda: in_use(alias), lambda count: count == 0)
+    assert lent == 0, connections[alias].pool.get_stats()
 
 
 def pool_settings(max_size: int, timeout: float = POOL_TIMEOUT) -> dict[str, Any]:

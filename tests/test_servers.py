@@ -16,10 +16,12 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from after_response import lifecycle
 from tests.e2e.views import BODY
 from tests.models import Record
 from tests.servers import (
@@ -77,6 +79,9 @@ SERVERS = {
         "10",
     ],
 }
+# Django's own ASGI application under uvicorn, without the library's wrapper: each worker process
+# logs, as its pool starts, that it cannot drain at a stop (the one error these servers expect).
+REPORTED = {"uvicorn": lifecycle.NO_EXIT_HOOK_MESSAGE}
 # Stopped with SIGTERM while deferred calls work. uvicorn runs no exit hook: only the library's
 # ASGI wrapper, on the lifespan shutdown, can drain there (README, "Servers").
 DRAINING = {
@@ -106,15 +111,30 @@ def server(
     finally:
         killed = started.stop()
     assert not killed, started.explain(f"had to SIGKILL {killed}: SIGTERM did not stop them")
+    # The whole log, now that every process has exited: a line written after a test's own
+    # check (a call failing late) is caught here.
+    assert not problems(started), started.explain("the server logged an error")
+    if kind in REPORTED:
+        assert REPORTED[kind] in started.log(), started.explain("the problem was not reported")
+
+
+def problems(server: Server, since: int = 0) -> list[str]:
+    """The lines of the log that show an error, but the one the server is expected to report."""
+    expected = REPORTED.get(server.kind)
+    return [
+        line
+        for line in server.log()[since:].splitlines()
+        if PROBLEM.search(line) and not (expected and expected in line)
+    ]
 
 
 @pytest.fixture
 def log_offset(server: Server) -> Iterator[int]:
-    """Where this test's part of the server log starts; it must show no error."""
+    """Where this test's part of the server log starts; it must show no error (but the one
+    its server is expected to report)."""
     offset = len(server.log())
     yield offset
-    new = server.log()[offset:]
-    assert not PROBLEM.search(new), server.explain("the server logged an error", since=offset)
+    assert not problems(server, offset), server.explain("the server logged an error", offset)
 
 
 # -- tests -----------------------------------------------------------------------------------
@@ -221,31 +241,38 @@ def test_deferred_orm_writes_land_in_the_database(server: Server, log_offset: in
     not POSTGRES, reason="pg_stat_activity is PostgreSQL's: SQLite has no backends to count"
 )
 def test_database_connections_return_to_the_baseline(server: Server, log_offset: int) -> None:
-    baseline = len(server_backends(server))
+    # Sessions are told apart by (pid, backend_start): a backend of an earlier test may still be
+    # ending when the baseline is taken (PostgreSQL ends it shortly after its client closed the
+    # connection), so the baseline is a set, not a count.
+    baseline = {(pid, started) for pid, _, started, _ in server_backends(server)}
+
+    def new_backends() -> list[tuple[Any, ...]]:
+        return [row for row in server_backends(server) if (row[0], row[2]) not in baseline]
+
     slow, writes = unique("slow"), [unique("sync"), unique("async")]
     with server.client() as client:
         assert client.get(f"/slow/{slow}/", params={"seconds": SLOW_SECONDS}).status_code == 200
         assert client.get(f"/write/{writes[0]}/").status_code == 200
         assert client.get(f"/async-write/{writes[1]}/").status_code == 200
 
-    # The slow call holds a connection while it works: the count sees the server's backends.
+    # The slow call holds a connection while it works: the query sees the server's backends.
     poll(
-        lambda: len(server_backends(server)) > baseline,
+        new_backends,
         WAIT,
-        lambda: server.explain(f"no backend above the baseline of {baseline}", since=log_offset),
+        lambda: server.explain(f"no backend besides the baseline {baseline}", since=log_offset),
     )
     assert row(slow) is None, "the slow call finished before its connection was seen"
     for name in [slow, *writes]:
         poll(lambda n=name: row(n), WAIT, lambda n=name: server.explain(f"{n} never written"))
 
     # Each call closes its connections when it ends (CONN_MAX_AGE = 0), in every worker thread:
-    # a worker thread that kept its connection would keep its backend.
+    # a worker thread that kept its connection would keep its backend. PostgreSQL ends a backend
+    # shortly after its client closed the connection: poll, bounded.
     poll(
-        lambda: len(server_backends(server)) == baseline,
+        lambda: not new_backends(),
         WAIT,
         lambda: server.explain(
-            f"backends still connected, baseline {baseline}: {server_backends(server)}",
-            since=log_offset,
+            f"backends still connected besides the baseline: {new_backends()}", since=log_offset
         ),
     )
 
@@ -271,7 +298,7 @@ def test_sigterm_lets_the_calls_in_flight_finish(kind: str, tmp_path: Path) -> N
     assert not killed, server.explain(f"had to SIGKILL {killed}: SIGTERM did not stop them")
     # Every process has exited: what the calls did not write by now, they never will.
     assert all(row(name) for name in names), server.explain("calls lost at shutdown")
-    assert not PROBLEM.search(server.log()), server.explain("the server logged an error")
+    assert not problems(server), server.explain("the server logged an error")
 
 
 def test_immediate_mode_under_uvicorn(tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -94,26 +93,6 @@ def conn_max_age() -> Iterator[Callable[[int], None]]:
 
 def on_postgres() -> bool:
     return connection.vendor == "postgresql"
-
-
-def backends() -> int:
-    """Sessions connected to the test database, other than this thread's own."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid()"
-        )
-        return int(cursor.fetchone()[0])
-
-
-def backends_settle_at(expected: int) -> bool:
-    # The server ends a backend shortly after its client closed the connection: poll, bounded.
-    deadline = time.monotonic() + WAIT
-    while backends() != expected:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 # -- hygiene happens in the worker thread, around the work --------------------------------
@@ -289,7 +268,7 @@ def test_clean_up_in_the_caller_would_break_its_transaction():
 def test_threads_doing_orm_work_leave_no_connection_behind(conn_max_age, max_age):
     conn_max_age(max_age)
     count = 4
-    baseline = backends() if on_postgres() else 0
+    baseline = recorder.backends() if on_postgres() else set()
     all_connected = threading.Barrier(count + 1, timeout=WAIT)
     release = threading.Event()
     used: list[Any] = []
@@ -306,7 +285,8 @@ def test_threads_doing_orm_work_leave_no_connection_behind(conn_max_age, max_age
     all_connected.wait()
     assert all(wrapper.connection is not None for wrapper in used)
     if on_postgres():
-        assert backends() == baseline + count  # they really were connected
+        # They really were connected (a backend is listed once its connection is made).
+        assert len(recorder.backends() - baseline) == count
     release.set()
     for worker in workers:
         worker.join(WAIT)
@@ -314,7 +294,7 @@ def test_threads_doing_orm_work_leave_no_connection_behind(conn_max_age, max_age
 
     assert all(wrapper.connection is None for wrapper in used)
     if on_postgres():
-        assert backends_settle_at(baseline)
+        assert recorder.backends_left(baseline) == set()
     assert Record.objects.filter(name="thread").count() == count
 
 
@@ -342,7 +322,7 @@ def test_a_thread_that_raises_closes_its_connections_too(conn_max_age, monkeypat
 def test_pool_jobs_doing_orm_work_leave_no_connection_behind(conn_max_age, max_age):
     conn_max_age(max_age)
     workers = 4
-    baseline = backends() if on_postgres() else 0
+    baseline = recorder.backends() if on_postgres() else set()
     all_busy = threading.Barrier(workers, timeout=WAIT)
     used: dict[str, set[int]] = {}
     wrappers: list[Any] = []
@@ -365,15 +345,16 @@ def test_pool_jobs_doing_orm_work_leave_no_connection_behind(conn_max_age, max_a
             # Like a server's threads between requests: each worker keeps its connection.
             assert all(len(ids) == 1 for ids in used.values())
             if on_postgres():
-                assert backends() == baseline + workers
+                assert len(recorder.backends() - baseline) == workers
         else:
             assert all(wrapper.connection is None for wrapper in wrappers)
             if on_postgres():
-                assert backends_settle_at(baseline)  # the pool is still up, its workers idle
+                # The pool is still up, its workers idle.
+                assert recorder.backends_left(baseline) == set()
 
     assert all(wrapper.connection is None for wrapper in wrappers)
     if on_postgres():
-        assert backends_settle_at(baseline)
+        assert recorder.backends_left(baseline) == set()
     assert Record.objects.count() == 4 * workers
 
 
@@ -817,15 +798,18 @@ from after_response import threads
 kind = threads if sys.argv[1] == "ours" else concurrent.futures
 pool = kind.ThreadPoolExecutor(1)
 idle = kind.ThreadPoolExecutor(1)  # never used: no worker of its own ended
-started, never_set = threading.Event(), threading.Event()
+started, exiting = threading.Event(), threading.Event()
 
 def job():
     started.set()
-    never_set.wait(0.5)  # work that outlasts the main thread
+    exiting.wait(10)  # work that outlasts the main thread, whatever the load
     print("job finished", flush=True)
 
 pool.submit(job)
 assert started.wait(10)
+# Registered after the executors' own exit hooks, so it runs before them (and before atexit's):
+# the job ends once the interpreter has begun to exit, never before "main done".
+threading._register_atexit(exiting.set)
 print("main done", flush=True)
 """
 
