@@ -23,3 +23,4 @@ urlpatterns += [
     path("two-databases/<str:outcome>/", views.two_databases),
 ]
 urlpatterns += [path("count/", views.count_records)]
+urlpatterns += [path("defer-an-upload/<str:how>/", views.defer_an_upload)]

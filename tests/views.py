@@ -161,3 +161,48 @@ def two_databases(request: HttpRequest, outcome: str) -> HttpResponse:
 def count_records(request: HttpRequest) -> HttpResponse:
     request.defer(lambda: recorder.record("count", Record.objects.count()))  # type: ignore[attr-defined]
     return HttpResponse("ok")
+
+
+# -- bad input refused at the call site (tests/test_bad_input.py) -----------------------------
+
+
+def defer_an_upload(request: HttpRequest, how: str) -> HttpResponse:
+    """Defer the upload in field "f" the way ``how`` says; answer with the error, if any."""
+    import functools
+    from collections.abc import Callable
+    from typing import Any
+
+    from django import forms
+
+    class UploadForm(forms.Form):
+        f = forms.FileField()
+
+        def __init__(self, *args: Any, request: HttpRequest, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.request = request
+
+        def save(self) -> None:
+            recorder.record("saved", self.cleaned_data["f"].name)
+
+    upload = request.FILES["f"]
+    form = UploadForm(request.POST, request.FILES, request=request)
+    assert form.is_valid(), form.errors
+    defer = request.defer  # type: ignore[attr-defined]
+    ways: dict[str, Callable[[], object]] = {
+        "getlist": lambda: defer(recorder.record, "getlist", request.FILES.getlist("f")),
+        "FILES": lambda: defer(recorder.record, "FILES", request.FILES),
+        "dict": lambda: defer(recorder.record, "dict", {"f": upload}),
+        "tuple keyword": lambda: defer(recorder.record, "tuple keyword", value=(1, upload)),
+        "partial": lambda: defer(functools.partial(recorder.record, "partial", upload)),
+        "partial keyword": lambda: defer(functools.partial(recorder.record, value=[upload])),
+        "partial and args": lambda: defer(functools.partial(recorder.record, "p"), [upload]),
+        "form method": lambda: defer(form.save),
+        "upload method": lambda: defer(upload.chunks),
+        "the name": lambda: defer(recorder.record, "the name", upload.name),
+        "form without upload": lambda: defer(UploadForm(request=request).is_valid),
+    }
+    try:
+        ways[how]()
+    except TypeError as exc:
+        return HttpResponse(str(exc), status=400)
+    return HttpResponse("accepted")
