@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 from typing import Any
 
 from django.conf import settings
@@ -12,6 +13,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 PREFIX = "AFTER_RESPONSE_"
+_AT_MOST = f" (at most {threading.TIMEOUT_MAX:.0f})"  # seconds: what waits accept
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +42,13 @@ def problems(config: Config) -> list[tuple[str, str]]:
     found = []
 
     def number(value: object) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+        # inf, NaN and the like would pass a plain >= 0 and fail later, in a hand-off (losing
+        # calls) or at shutdown: Python's waits take at most threading.TIMEOUT_MAX seconds.
+        return (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and 0 <= value <= threading.TIMEOUT_MAX
+        )
 
     def positive_int(value: object) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and value > 0
@@ -67,7 +75,7 @@ def problems(config: Config) -> list[tuple[str, str]]:
         found.append(
             (
                 "E004",
-                "AFTER_RESPONSE_BLOCK_TIMEOUT must be a number of seconds >= 0, "
+                f"AFTER_RESPONSE_BLOCK_TIMEOUT must be a finite number of seconds >= 0{_AT_MOST}, "
                 f"got {config.BLOCK_TIMEOUT!r}.",
             )
         )
@@ -75,7 +83,7 @@ def problems(config: Config) -> list[tuple[str, str]]:
         found.append(
             (
                 "E005",
-                "AFTER_RESPONSE_DRAIN_TIMEOUT must be a number of seconds >= 0, "
+                f"AFTER_RESPONSE_DRAIN_TIMEOUT must be a finite number of seconds >= 0{_AT_MOST}, "
                 f"got {config.DRAIN_TIMEOUT!r}.",
             )
         )
@@ -87,8 +95,8 @@ def problems(config: Config) -> list[tuple[str, str]]:
         found.append(
             (
                 "E007",
-                "AFTER_RESPONSE_SLOW_CALL must be a number of seconds > 0 or None, "
-                f"got {config.SLOW_CALL!r}.",
+                f"AFTER_RESPONSE_SLOW_CALL must be a finite number of seconds > 0{_AT_MOST}, "
+                f"or None to turn the warning off, got {config.SLOW_CALL!r}.",
             )
         )
     return found

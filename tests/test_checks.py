@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import math
+import threading
+
 import pytest
 from django.core.checks import run_checks
 from django.core.exceptions import ImproperlyConfigured
@@ -31,6 +34,16 @@ def test_the_test_settings_are_clean():
         ("AFTER_RESPONSE_IMMEDIATE", "yes", "after_response.E006"),
         ("AFTER_RESPONSE_SLOW_CALL", 0, "after_response.E007"),
         ("AFTER_RESPONSE_SLOW_CALL", "60", "after_response.E007"),
+        # Non-finite: a plain >= 0 lets them through, to fail in a hand-off or at shutdown.
+        ("AFTER_RESPONSE_BLOCK_TIMEOUT", math.inf, "after_response.E004"),
+        ("AFTER_RESPONSE_BLOCK_TIMEOUT", math.nan, "after_response.E004"),
+        ("AFTER_RESPONSE_BLOCK_TIMEOUT", 10**20, "after_response.E004"),
+        ("AFTER_RESPONSE_DRAIN_TIMEOUT", math.inf, "after_response.E005"),
+        ("AFTER_RESPONSE_DRAIN_TIMEOUT", math.nan, "after_response.E005"),
+        ("AFTER_RESPONSE_DRAIN_TIMEOUT", threading.TIMEOUT_MAX * 2, "after_response.E005"),
+        ("AFTER_RESPONSE_SLOW_CALL", math.inf, "after_response.E007"),
+        ("AFTER_RESPONSE_SLOW_CALL", -math.inf, "after_response.E007"),
+        ("AFTER_RESPONSE_SLOW_CALL", math.nan, "after_response.E007"),
     ],
 )
 def test_bad_settings(setting, value, check_id):
@@ -41,6 +54,32 @@ def test_bad_settings(setting, value, check_id):
         pytest.raises(ImproperlyConfigured, match=check_id.replace(".", r"\.")),
     ):
         AfterResponseMiddleware(lambda request: None)  # type: ignore[arg-type,return-value]
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("AFTER_RESPONSE_BLOCK_TIMEOUT", "must be a finite number of seconds >= 0"),
+        ("AFTER_RESPONSE_DRAIN_TIMEOUT", "must be a finite number of seconds >= 0"),
+        ("AFTER_RESPONSE_SLOW_CALL", "must be a finite number of seconds > 0 (at most "),
+    ],
+)
+def test_an_infinite_timeout_is_refused_with_the_fix(setting, message):
+    with override_settings(**{setting: math.inf}):
+        [error] = [m for m in run_checks() if m.id and m.id.startswith("after_response")]
+    assert message in error.msg and error.msg.endswith("got inf.")
+
+
+def test_the_largest_timeouts_pass():
+    longest = threading.TIMEOUT_MAX
+    assert (
+        ids(
+            AFTER_RESPONSE_BLOCK_TIMEOUT=longest,
+            AFTER_RESPONSE_DRAIN_TIMEOUT=int(longest),
+            AFTER_RESPONSE_SLOW_CALL=longest,
+        )
+        == []
+    )
 
 
 def test_good_values_pass():
