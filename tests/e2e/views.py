@@ -17,6 +17,7 @@ from tests.models import Record
 BODY = b"0123456789abcdef" * 4096  # 64 KiB: more than one socket write
 CHUNK = 8192
 HOLD_LIMIT = 10.0  # seconds a held stream waits for the test's go-ahead
+CALL_HOLD_LIMIT = 30.0  # seconds a held call waits for it: longer than any request's timeout
 POLL_INTERVAL = 0.02  # seconds
 
 
@@ -25,8 +26,9 @@ def ready(request: HttpRequest) -> HttpResponse:
 
 
 def slow(request: HttpRequest, name: str) -> HttpResponse:
-    """Defers a call that works for ``?seconds=``; the body has a Content-Length."""
-    request.defer(write_marker, name, float(request.GET["seconds"]))  # type: ignore[attr-defined]
+    """Defers a call that works until the test has written the row ``<name>/go`` (or, with
+    ``?seconds=``, for that long); the body has a Content-Length."""
+    _defer_slow_call(request, name)
     response = HttpResponse(BODY)
     response["Content-Length"] = str(len(BODY))  # as CommonMiddleware would
     return _stamped(response)
@@ -34,8 +36,16 @@ def slow(request: HttpRequest, name: str) -> HttpResponse:
 
 def slow_stream(request: HttpRequest, name: str) -> StreamingHttpResponse:
     """Like ``slow``, streamed: no Content-Length, the body is chunked."""
-    request.defer(write_marker, name, float(request.GET["seconds"]))  # type: ignore[attr-defined]
+    _defer_slow_call(request, name)
     return _stamped(_stream(request))
+
+
+def _defer_slow_call(request: HttpRequest, name: str) -> None:
+    seconds = request.GET.get("seconds")
+    if seconds is None:
+        request.defer(write_marker_when_told, name)  # type: ignore[attr-defined]
+    else:
+        request.defer(write_marker, name, float(seconds))  # type: ignore[attr-defined]
 
 
 def held_stream(request: HttpRequest, name: str) -> StreamingHttpResponse:
@@ -91,6 +101,23 @@ def write_marker(name: str, seconds: float) -> None:
     # as it would in real work (a query, then an API call or an e-mail).
     Record.objects.create(name=f"{name}/started", value=str(os.getpid()))
     time.sleep(seconds)  # the slow part of the work; not a wait for anything
+    finished = time.time()
+    Record.objects.create(
+        name=name,
+        value=json.dumps({"started": started, "finished": finished, "pid": os.getpid()}),
+    )
+
+
+def write_marker_when_told(name: str) -> None:
+    """Like ``write_marker``, but works until the row ``<name>/go`` exists: the test decides
+    when the call ends, whatever the load of the machine."""
+    started = time.time()
+    Record.objects.create(name=f"{name}/started", value=str(os.getpid()))
+    deadline = time.monotonic() + CALL_HOLD_LIMIT
+    while not Record.objects.filter(name=f"{name}/go").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the test never wrote {name}/go")
+        time.sleep(POLL_INTERVAL)
     finished = time.time()
     Record.objects.create(
         name=name,
