@@ -49,21 +49,6 @@ class Server:
     def worker_pids(self) -> list[str]:
         return re.findall(r"Booting worker with pid: (\d+)", self.log.read_text())
 
-    def kill_workers(self) -> None:
-        """SIGKILL the worker processes, as the OOM killer would; wait for their successors.
-
-        Their work after the response dies with them; gunicorn's master starts new ones.
-        """
-        booted = self.worker_pids()
-        for pid in booted[-WORKERS:]:
-            with contextlib.suppress(ProcessLookupError):  # gone already
-                os.kill(int(pid), signal.SIGKILL)
-        wait_for(
-            "new worker processes",
-            lambda: len(self.worker_pids()) >= len(booted) + WORKERS,
-            START_TIMEOUT,
-        )
-
     def client(self) -> httpx.Client:
         # No keep-alive. gunicorn's gthread worker closes an idle connection after `keepalive`
         # (2 s): a test that waits about that long for a deferred call and then reuses the
@@ -74,6 +59,36 @@ class Server:
             timeout=REQUEST_TIMEOUT,
             limits=httpx.Limits(max_keepalive_connections=0),
         )
+
+    def kill_workers(self) -> list[str]:
+        """SIGKILL the worker processes, as the OOM killer would; return once they are dead.
+
+        Their work after the response dies with them; gunicorn's master starts new ones (see
+        ``wait_for_workers``). Returns the PIDs of all the workers booted so far.
+        """
+        booted = self.worker_pids()
+        killed = [int(pid) for pid in booted[-WORKERS:]]
+        for pid in killed:
+            with contextlib.suppress(ProcessLookupError):  # gone already
+                os.kill(pid, signal.SIGKILL)
+        wait_for("the killed workers dead", lambda: not any(map(_alive, killed)), STOP_TIMEOUT)
+        return booted
+
+    def wait_for_workers(self, booted: list[str]) -> None:
+        """Wait for the successors of the workers killed after ``booted``."""
+        wait_for(
+            "new worker processes",
+            lambda: len(self.worker_pids()) >= len(booted) + WORKERS,
+            START_TIMEOUT,
+        )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"  # a zombie is dead
+    except FileNotFoundError:
+        return False
 
 
 @contextlib.contextmanager
