@@ -94,7 +94,11 @@ def _result(sizes: dict[str, int], rates: dict[str, list[float]], counts: Any) -
         "title": "7. The demo's bulk import: rows per second",
         "tables": [
             {
-                "columns": ["10,000-row CSV on SQLite", "rows/s, median [min-max]", "rows"],
+                "columns": [
+                    f"{sizes['rows']:,}-row CSV file, SQLite",
+                    "rows/s, median [min-max]",
+                    "rows",
+                ],
                 "rows": [
                     [name, _median_spread(rates[name])[1], _counts(*counts[name])]
                     for name in (FIRST, AGAIN)
@@ -135,6 +139,7 @@ def chart(result: Result, path: str) -> None:
     ax.set_yticks(range(len(result["chart"])), list(result["chart"]))
     ax.set_xlabel("rows/s, per round")
     ax.set_xlim(left=0)
+    ax.set_ylim(-0.5, len(result["chart"]) - 0.5)
     ax.set_title("The demo's import of a 10,000-row CSV file, SQLite")
     ax.legend(fontsize=7)
     fig.tight_layout()
