@@ -427,18 +427,28 @@ def test_only_a_stalled_job_resumes(client: Client, capture_deferred: Capture) -
 
 
 def test_a_run_of_an_older_attempt_stops(
-    client: Client, capture_deferred: Capture, caplog: pytest.LogCaptureFixture
+    client: Client,
+    capture_deferred: Capture,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The old run was alive after all: its next batch is rolled back, and it stops."""
-    job = queued_job(client, capture_deferred, [good_row(1), good_row(2)])
-    ImportJob.objects.filter(pk=job.pk).update(attempt=1)  # resumed by another request
-    old = ImportJob.objects.get(pk=job.pk)
-    old.attempt = 0
-    with pytest.raises(importing._Superseded):
-        importing._import_batch(old, [(2, {"": "never checked"})])
-    assert not job.row_errors.exists()
+    """The old run was alive after all, and the job resumed meanwhile: the old run's batch
+    is rolled back, and it stops without a word on the job."""
+    job = queued_job(client, capture_deferred, [good_row(1), "Bad,,,,,,,,\n"])
+    real_batch = importing._import_batch
+
+    def resumed_meanwhile(job: ImportJob, batch: list[tuple[int, importing.Row]]) -> None:
+        ImportJob.objects.filter(pk=job.pk).update(attempt=1)  # by another request
+        real_batch(job, batch)
+
+    monkeypatch.setattr(importing, "_import_batch", resumed_meanwhile)
+    importing.run_import(job.pk)
     job.refresh_from_db()
-    assert (job.rows_done, job.failed) == (0, 0)
+    assert (job.status, job.rows_done, job.imported, job.failed) == ("running", 0, 0, 0)
+    assert not Book.objects.exists() and not job.row_errors.exists()
+    assert [r.getMessage() for r in caplog.records if r.name == "demo.importing"] == [
+        "Import #1: resumed by another run; this one stops"
+    ]
 
 
 def test_the_same_file_again_after_a_stall(
