@@ -26,9 +26,9 @@ def ready(request: HttpRequest) -> HttpResponse:
 
 
 def slow(request: HttpRequest, name: str) -> HttpResponse:
-    """Defers a call that works until the test has written the row ``<name>/go`` (or, with
-    ``?seconds=``, for that long); the body has a Content-Length."""
-    _defer_slow_call(request, name)
+    """Defers a call that works until the test has written the row ``<name>/go``; the body has
+    a Content-Length."""
+    request.defer(write_marker_when_told, name)  # type: ignore[attr-defined]
     response = HttpResponse(BODY)
     response["Content-Length"] = str(len(BODY))  # as CommonMiddleware would
     return _stamped(response)
@@ -36,21 +36,13 @@ def slow(request: HttpRequest, name: str) -> HttpResponse:
 
 def slow_stream(request: HttpRequest, name: str) -> StreamingHttpResponse:
     """Like ``slow``, streamed: no Content-Length, the body is chunked."""
-    _defer_slow_call(request, name)
+    request.defer(write_marker_when_told, name)  # type: ignore[attr-defined]
     return _stamped(_stream(request))
-
-
-def _defer_slow_call(request: HttpRequest, name: str) -> None:
-    seconds = request.GET.get("seconds")
-    if seconds is None:
-        request.defer(write_marker_when_told, name)  # type: ignore[attr-defined]
-    else:
-        request.defer(write_marker, name, float(seconds))  # type: ignore[attr-defined]
 
 
 def held_stream(request: HttpRequest, name: str) -> StreamingHttpResponse:
     """Sends one chunk, then the rest once the test has written the row ``<name>/go``."""
-    request.defer(write_marker, name, 0.0)  # type: ignore[attr-defined]
+    request.defer(write_marker, name)  # type: ignore[attr-defined]
 
     def go_ahead() -> bool:
         return Record.objects.filter(name=f"{name}/go").exists()
@@ -95,33 +87,31 @@ def _stamped(response: HttpResponse | StreamingHttpResponse):  # type: ignore[no
     return response
 
 
-def write_marker(name: str, seconds: float) -> None:
+def write_marker(name: str) -> None:
     started = time.time()
-    # The first write opens this thread's connection, which stays open while the call works,
-    # as it would in real work (a query, then an API call or an e-mail).
     Record.objects.create(name=f"{name}/started", value=str(os.getpid()))
-    time.sleep(seconds)  # the slow part of the work; not a wait for anything
-    finished = time.time()
-    Record.objects.create(
-        name=name,
-        value=json.dumps({"started": started, "finished": finished, "pid": os.getpid()}),
-    )
+    _write_finished(name, started)
 
 
 def write_marker_when_told(name: str) -> None:
-    """Like ``write_marker``, but works until the row ``<name>/go`` exists: the test decides
-    when the call ends, whatever the load of the machine."""
+    """Works until the row ``<name>/go`` exists: the test decides when the call ends, whatever
+    the load of the machine."""
     started = time.time()
+    # The first write opens this thread's connection, which stays open while the call works,
+    # as it would in real work (a query, then an API call or an e-mail).
     Record.objects.create(name=f"{name}/started", value=str(os.getpid()))
     deadline = time.monotonic() + CALL_HOLD_LIMIT
     while not Record.objects.filter(name=f"{name}/go").exists():
         if time.monotonic() > deadline:
             raise TimeoutError(f"the test never wrote {name}/go")
         time.sleep(POLL_INTERVAL)
-    finished = time.time()
+    _write_finished(name, started)
+
+
+def _write_finished(name: str, started: float) -> None:
     Record.objects.create(
         name=name,
-        value=json.dumps({"started": started, "finished": finished, "pid": os.getpid()}),
+        value=json.dumps({"started": started, "finished": time.time(), "pid": os.getpid()}),
     )
 
 
