@@ -41,6 +41,7 @@ class CallContext:
 
     __slots__ = (
         "_activations",
+        "_asgi_script_name",
         "_label",
         "_language",
         "_request_info",
@@ -66,6 +67,7 @@ class CallContext:
         self._snapshot: snapshot.Snapshot | None = None
         # Method, resolver match, path and path_info of the request, or None.
         self._request_info: tuple[str | None, Any, str, str] | None = None
+        self._asgi_script_name: str | None = None
         self.urlconf = urlconf
 
     @classmethod
@@ -87,6 +89,7 @@ class CallContext:
             request.path,
             request.path_info,
         )
+        self._asgi_script_name = attributes.get("script_name")
         self.urlconf = attributes.get("urlconf")
         return self
 
@@ -121,10 +124,16 @@ class CallContext:
     @property
     def script_prefix(self) -> str:
         if self._script_prefix is None:
-            # What Django's handler activated for the request (set_script_prefix): the part
-            # of the path before path_info.
+            # What Django's handler activated for the request (set_script_prefix). ASGIRequest
+            # keeps it (FORCE_SCRIPT_NAME or the scope's root_path), and its path need not
+            # start with it; WSGIRequest's path is that prefix followed by path_info.
             _, _, path, path_info = self._request_info  # type: ignore[misc]
-            script_name = path[: len(path) - len(path_info)] if path.endswith(path_info) else ""
+            if self._asgi_script_name is not None:
+                script_name = self._asgi_script_name
+            elif path.endswith(path_info):
+                script_name = path[: len(path) - len(path_info)]
+            else:
+                script_name = ""
             self._script_prefix = script_name.rstrip("/") + "/"
         return self._script_prefix
 

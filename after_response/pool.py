@@ -174,6 +174,8 @@ class WorkerPool:
                 counts["accepted"] += 1
             if ready:
                 refused = self._admit(ready, was_waiting=False)
+            elif self._idle_waiters:
+                self._notify_if_idle()  # drain(wait_for_responses=True) waits for this
         if ready:
             self._hand_over(ready, refused)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import logging
 from collections.abc import Callable
+from types import FunctionType
 from typing import Any, ParamSpec
 
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -31,7 +32,7 @@ class Queue(CallQueue):
 
     def defer(self, fn: Callable[P, object], /, *args: P.args, **kwargs: P.kwargs) -> DeferredCall:
         """Run ``fn(*args, **kwargs)`` once the response has been sent (and after commit)."""
-        if args or kwargs or not callable(fn):
+        if args or kwargs or type(fn) is not FunctionType:
             validate(self.where, fn, args, kwargs)
         return self._enqueue(DeferredCall(fn, args, kwargs, self._context()), True)
 
@@ -52,7 +53,7 @@ class Queue(CallQueue):
         args = tuple(args)
         if kwargs is None:
             kwargs = {}
-        if args or kwargs or not callable(fn):
+        if args or kwargs or type(fn) is not FunctionType:
             validate(self.where, fn, args, kwargs)
         return self._enqueue(DeferredCall(fn, args, kwargs, self._context()), wait_for_commit)
 

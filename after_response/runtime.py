@@ -78,14 +78,16 @@ def stats() -> Stats:
     pool = _pool
     if pool is not None:
         own = pool.stats()
-        return _with_retired(own) if _retired else own
-    config = conf.get()
-    return Stats(
-        max_workers=config.WORKERS,
-        max_pending=config.MAX_PENDING,
-        pid=os.getpid(),
-        mode="immediate" if config.IMMEDIATE else lifecycle.mode(),
-    )
+    else:
+        deferred.run_later()
+        config = conf.get()
+        own = Stats(
+            max_workers=config.WORKERS,
+            max_pending=config.MAX_PENDING,
+            pid=os.getpid(),
+            mode="immediate" if config.IMMEDIATE else lifecycle.mode(),
+        )
+    return _with_retired(own) if _retired else own
 
 
 def _in_flight(stats: Stats) -> bool:
@@ -128,6 +130,7 @@ _SUMMED = (
 
 def drain(timeout: float | None = None, *, wait_for_responses: bool = False) -> bool:
     refuse_inside_a_call("after_response.drain()")
+    deferred.run_later()
     deadline = None if timeout is None else time.monotonic() + timeout
     with _lock:
         pools = [*_retired, *([_pool] if _pool is not None else [])]
@@ -218,7 +221,7 @@ def run_in_worker(call: DeferredCall) -> bool:
     try:
         return _run(call) is None
     finally:
-        db.after_work()
+        db.after_work(call.fn)
 
 
 def run_inline(call: DeferredCall) -> bool:

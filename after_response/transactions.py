@@ -14,9 +14,11 @@ blocks have all exited as the commit (``settle_test_transactions``).
 from __future__ import annotations
 
 import asyncio
+import os
 import weakref
 from collections.abc import Callable
 
+from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from .db import thread_connections
@@ -30,14 +32,19 @@ def _real_blocks(connection: BaseDatabaseWrapper) -> bool:
 
 def open_transactions() -> list[BaseDatabaseWrapper]:
     """The connections of this thread inside a real (not TestCase) atomic block."""
-    wrappers = thread_connections()
+    if asyncio._get_running_loop() is None:
+        wrappers = thread_connections()
+    elif os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"):
+        # The ORM in an event loop thread (notebooks, Jupyter): there asgiref's Local gives
+        # each async context connections of its own, not the thread's (asgiref/local.py).
+        wrappers = [connections[alias] for alias in connections]
+    else:
+        return _NONE  # the ORM refuses to run in an event loop thread: no atomic() here
     for connection in wrappers:
         if connection.in_atomic_block:
             break
     else:
         return _NONE  # the common case, on every defer(): no list built
-    if asyncio._get_running_loop() is not None:
-        return _NONE  # an event loop thread cannot be inside atomic(): the ORM refuses to run there
     return [c for c in wrappers if c.in_atomic_block and _real_blocks(c)]
 
 
@@ -45,16 +52,20 @@ _NONE: list[BaseDatabaseWrapper] = []  # never changed
 
 
 class _Gate:
-    __slots__ = ("__weakref__", "call", "connection", "opened")
+    __slots__ = ("__weakref__", "call", "connection", "opened", "pid")
 
     def __init__(self, call: DeferredCall, connection: BaseDatabaseWrapper) -> None:
         self.call = call
         self.connection = connection
         self.opened = [False]  # shared with the finalizer, which must not reference the gate
+        # A process forked inside the atomic block has a copy of the gate: the call is the
+        # parent's, and the child must neither run it nor count it.
+        self.pid = os.getpid()
 
     def __call__(self) -> None:
         self.opened[0] = True
-        _gate_opened(self.call)
+        if self.pid == os.getpid():
+            _gate_opened(self.call)
 
 
 def _gate_opened(call: DeferredCall) -> None:
@@ -65,11 +76,11 @@ def _gate_opened(call: DeferredCall) -> None:
         settled(call)
 
 
-def _gate_dropped(call: DeferredCall, opened: list[bool]) -> None:
+def _gate_dropped(call: DeferredCall, opened: list[bool], pid: int) -> None:
     # A weakref.finalize callback: usually run at once by the rollback that dropped the gate,
     # but the garbage collector runs it at any point when the gate was cyclic garbage, maybe
     # while this very thread holds transition_lock. Never wait for the lock here.
-    if opened[0]:
+    if opened[0] or pid != os.getpid():
         return
     if not transition_lock.acquire(blocking=False):
         later(_discard, call)
@@ -107,7 +118,7 @@ def wait_for_commit(call: DeferredCall, open_connections: list[BaseDatabaseWrapp
     call.gates = len(open_connections)
     for connection in open_connections:
         gate = _Gate(call, connection)
-        weakref.finalize(gate, _gate_dropped, call, gate.opened)
+        weakref.finalize(gate, _gate_dropped, call, gate.opened, gate.pid)
         connection.on_commit(gate, robust=True)
 
 

@@ -15,6 +15,7 @@ async def request(
     disconnect: Callable[[], Awaitable[None]] | None = None,
     headers: list[tuple[bytes, bytes]] | None = None,
     app: Any = None,
+    root_path: str = "",
 ) -> list[dict[str, Any]]:
     """Send one GET; if ``disconnect`` is given, the client disconnects once it returns."""
     scope = {
@@ -26,7 +27,7 @@ async def request(
         "path": path,
         "raw_path": path.encode(),
         "query_string": b"",
-        "root_path": "",
+        "root_path": root_path,
         "headers": [(b"host", b"testserver"), *(headers or [])],
         "client": ("127.0.0.1", 50000),
         "server": ("testserver", 80),

@@ -22,11 +22,6 @@ from . import recorder
 
 ROOT = Path(__file__).resolve().parent.parent
 SAVE_IT_FIRST = "which Django closes once the response is sent. Save it first"
-# queues.py calls validate() only for a call with arguments (or a non-callable): a partial or
-# a bound method deferred without arguments is not looked at yet.
-NOT_VALIDATED_WITHOUT_ARGUMENTS = pytest.mark.xfail(
-    strict=True, reason="queues.py skips validate() for a callable deferred without arguments"
-)
 
 
 def upload(name: str = "books.csv") -> SimpleUploadedFile:
@@ -41,20 +36,10 @@ def upload(name: str = "books.csv") -> SimpleUploadedFile:
         ("dict", "a dict holding"),
         ("tuple keyword", "a tuple holding"),
         ("partial and args", "a list holding"),
-        pytest.param(
-            "partial", "a functools.partial holding", marks=NOT_VALIDATED_WITHOUT_ARGUMENTS
-        ),
-        pytest.param(
-            "partial keyword",
-            "a functools.partial holding a list holding",
-            marks=NOT_VALIDATED_WITHOUT_ARGUMENTS,
-        ),
-        pytest.param(
-            "form method",
-            "a bound method of an UploadForm holding a MultiValueDict holding",
-            marks=NOT_VALIDATED_WITHOUT_ARGUMENTS,
-        ),
-        pytest.param("upload method", "a bound method of", marks=NOT_VALIDATED_WITHOUT_ARGUMENTS),
+        ("partial", "a functools.partial holding"),
+        ("partial keyword", "a functools.partial holding a list holding"),
+        ("form method", "a bound method of an UploadForm holding a MultiValueDict holding"),
+        ("upload method", "a bound method of"),
     ],
 )
 @pytest.mark.django_db

@@ -88,9 +88,6 @@ def test_the_next_call_on_a_pool_worker_starts_clean(leak, left, using, caplog):
     assert f"left {left} on the {using!r} database" in warning
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs runtime.run_in_worker to pass the call to db.after_work()"
-)
 @pytest.mark.django_db(transaction=True)
 def test_the_warning_names_the_call_that_left_it(caplog):
     with override_settings(AFTER_RESPONSE_WORKERS=1):

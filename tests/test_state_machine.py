@@ -3,6 +3,7 @@ counters add up and no accepted call is lost or run twice."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 
@@ -75,7 +76,7 @@ class Deferring(RuleBasedStateMachine):
         if commit:
             transactions._gate_opened(call)
         else:
-            transactions._gate_dropped(call, [False])
+            transactions._gate_dropped(call, [False], os.getpid())
 
     @precondition(lambda self: self.queues)
     @rule(data=st.data())
