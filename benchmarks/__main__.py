@@ -17,7 +17,7 @@ from typing import Any
 
 from . import report
 
-BENCHMARKS = ("request_path", "idle", "drain", "served", "connections", "memory")
+BENCHMARKS = ("request_path", "idle", "drain", "served", "connections", "memory", "import_rate")
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 900  # seconds, per benchmark
 
