@@ -11,6 +11,7 @@ import threading
 import pytest
 from asgiref.sync import async_to_sync
 from django.core.cache import cache
+from django.core.handlers.asgi import ASGIHandler
 from django.http import HttpResponse
 from django.test import AsyncClient, Client, override_settings
 
@@ -139,9 +140,14 @@ def test_nothing_of_ours_is_on_the_response_the_middleware_returns():
     assert recorder.wait_for(1) == ["late"]
 
 
+class ProjectASGIHandler(ASGIHandler):
+    """A project's own handler class: Django sends request_finished with it as the sender."""
+
+
 @pytest.mark.django_db
+@pytest.mark.parametrize("handler", [ASGIHandler, ProjectASGIHandler])
 @pytest.mark.parametrize("stack", [[OURS], [OURS, SYNC_ONLY]], ids=["async-stack", "sync-stack"])
-def test_asgi_disconnect_hands_off_after_the_sync_view_returns(stack):
+def test_asgi_disconnect_hands_off_after_the_sync_view_returns(stack, handler):
     """Django >= 5.0 closes no response when the client disconnects; request_finished fires.
 
     The client goes away while the sync view works (one second), and the view defers again
@@ -163,7 +169,10 @@ def test_asgi_disconnect_hands_off_after_the_sync_view_returns(stack):
             # In an empty context, as in a server's event loop thread: nothing left behind by
             # the WSGI requests of other tests may help the hand-off find the queue.
             sent = contextvars.Context().run(
-                async_to_sync(asgi.request), "/slow/", disconnect=disconnect_once_view_works
+                async_to_sync(asgi.request),
+                "/slow/",
+                disconnect=disconnect_once_view_works,
+                app=handler(),
             )
     finally:
         views.slow_view_seconds = recorder.WAIT
