@@ -489,7 +489,7 @@ class WorkerPool:
             self._deadline_passed = True
             running = sorted(call.name for call in self._running_calls)
             # Calls never started are settled now, as dropped: they never will start.
-            for todo in self._in_hand.values():
+            for todo in list(self._in_hand.values()):  # workers add and remove theirs unlocked
                 while True:
                     try:
                         call = todo.popleft()
