@@ -107,7 +107,6 @@ def _with_retired(own: Stats) -> Stats:
             continue
         for name in _SUMMED:
             totals[name] += getattr(theirs, name)
-        totals["problems"] = (*totals["problems"], *theirs.problems)
     return Stats(**totals)
 
 

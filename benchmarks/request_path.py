@@ -355,9 +355,11 @@ def report(
             # How much cheaper than TPE.submit any hand-off that wakes a thread can be here.
             bound = common.summary(
                 [t / f for t, f in zip(path[TPE], path[FLOOR], strict=True) if f > 0]
+                or [float("nan")]  # a smoke run on a busy machine can time every floor as 0
             )["median"]
             e2e_bound = common.summary(
                 [t / f for t, f in zip(e2e[TPE], e2e[FLOOR], strict=True) if f > 0]
+                or [float("nan")]
             )["median"]
             ceilings.append(
                 f"{count} call(s)/request: TPE.submit costs {common.fmt_ratio(bound)} the "

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection, transaction
+from django.core.handlers.asgi import ASGIHandler
+from django.db import connection, connections, transaction
 from django.http import HttpRequest, HttpResponse
 from django.test import AsyncClient, Client, RequestFactory, override_settings
 
@@ -69,16 +70,22 @@ def defer_late(request: HttpRequest) -> HttpResponse:
 
 
 @pytest.mark.django_db
-def test_a_streaming_body_that_raises_under_asgi_still_hands_off():
+def test_a_streaming_body_that_raises_under_asgi_still_hands_off(monkeypatch):
     # ASGIHandler re-raises before it closes the response (django/core/handlers/asgi.py,
     # handle()): only the middleware's guard around the body sees it.
+    bodies: list[Any] = []
+    read_body = ASGIHandler.read_body
+
+    async def remember_body(self: ASGIHandler, receive: Any) -> Any:
+        bodies.append(await read_body(self, receive))
+        return bodies[-1]
+
+    monkeypatch.setattr(ASGIHandler, "read_body", remember_body)
     accepted = after_response.stats().accepted
-    with pytest.raises(ValueError, match="on purpose") as raised:
+    with pytest.raises(ValueError, match="on purpose"):
         async_to_sync(asgi.request)("/stream-then-fail/")
-    del raised
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()  # the request body Django leaves unclosed on that path
+    for body in bodies:
+        body.close()  # Django leaves the request body open on that path
     assert recorder.wait_for(1) == ["after-broken-stream"]
     assert after_response.drain(WAIT)
     assert after_response.stats().accepted == accepted + 1
@@ -322,14 +329,17 @@ def test_with_async_unsafe_allowed_a_rolled_back_call_is_discarded(monkeypatch):
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # a notebook's event loop
 
     async def cell() -> None:
-        with transaction.atomic():
-            after_response.defer(recorder.record, "committed")
         try:
             with transaction.atomic():
-                after_response.defer(recorder.record, "rolled back")
-                raise ValueError
-        except ValueError:
-            pass
+                after_response.defer(recorder.record, "committed")
+            try:
+                with transaction.atomic():
+                    after_response.defer(recorder.record, "rolled back")
+                    raise ValueError
+            except ValueError:
+                pass
+        finally:
+            connections.close_all()  # this async context's own connections (asgiref's Local)
 
     asyncio.run(cell())
     assert after_response.drain(WAIT)
@@ -366,6 +376,7 @@ def test_uvicorn_without_the_lifespan_wrapper_is_reported(monkeypatch, caplog):
     monkeypatch.setattr(lifecycle, "lifespan_drain", False)
     with override_settings(AFTER_RESPONSE_WORKERS=1):
         after_response.defer(recorder.record, "call")
+        assert after_response.drain(WAIT)
         assert after_response.stats().problems == (lifecycle.NO_EXIT_HOOK_MESSAGE,)
     assert caplog.text.count("uvicorn runs no exit hook") == 1
     # The wrapper answers the lifespan startup before the first request: no problem then.
@@ -394,4 +405,5 @@ def test_uvicorn_without_the_lifespan_wrapper_is_reported(monkeypatch, caplog):
     assert lifecycle.lifespan_drain
     with override_settings(AFTER_RESPONSE_WORKERS=1):
         after_response.defer(recorder.record, "call")
+        assert after_response.drain(WAIT)
         assert after_response.stats().problems == ()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -363,6 +364,10 @@ def test_calls_reported_as_never_started_never_start(make_pool, caplog):
     release = threading.Event()
     ran: list[str] = []
     pool.accept([call(release.wait, WAIT), call(ran.append, "second")])
+    deadline = time.monotonic() + WAIT
+    while pool.stats().running == 0:  # the first call has started: a bounded wait
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
     assert pool.shutdown(0.05) is False
     assert "1 call(s) still running" in caplog.text and "1 never started" in caplog.text
     release.set()
