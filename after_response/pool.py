@@ -121,6 +121,7 @@ class WorkerPool:
         # each take calls from it with popleft(), so each call goes to one of them only).
         self._in_hand: dict[int, collections.deque[DeferredCall]] = {}
         self._shutdown_done: threading.Event | None = None
+        self._forward: Callable[[list[DeferredCall]], None] | None = None  # set when retired
         self._shutdown_result = True
         self._counts = dict.fromkeys(
             (
@@ -180,14 +181,25 @@ class WorkerPool:
             self._hand_over(ready, refused)
 
     def settle(self, call: DeferredCall) -> None:
-        """A waiting call's transactions settled: queue it, or count it as discarded."""
+        """A waiting call's transactions settled: queue it, or count it as discarded.
+
+        In a retired pool it leaves this pool's counters for the pool that replaced it.
+        """
         with self._lock:
             if call.state in (State.CANCELLED, State.DISCARDED):
                 self._counts["waiting"] -= 1
                 self._counts[call.state.value] += 1
                 return
-            call.state = State.QUEUED
-            refused = self._admit([call], was_waiting=True)
+            forward = self._forward
+            if forward is None:
+                call.state = State.QUEUED
+                refused = self._admit([call], was_waiting=True)
+            else:
+                self._counts["waiting"] -= 1
+                self._counts["accepted"] -= 1
+        if forward is not None:
+            forward([call])
+            return
         self._hand_over([call], refused)
 
     def count_handoff_error(self) -> None:
@@ -428,10 +440,14 @@ class WorkerPool:
             finally:
                 self._idle_waiters -= 1
 
-    def retire(self) -> None:
-        """Refuse new calls; let the workers finish the backlog, then end (pool replaced)."""
+    def retire(self, forward: Callable[[list[DeferredCall]], None] | None = None) -> None:
+        """Refuse new calls; let the workers finish the backlog, then end (pool replaced).
+
+        Calls still waiting for a commit go to ``forward`` once it comes.
+        """
         self._monitor_stop.set()
         with self._lock:
+            self._forward = forward
             self._shutting_down = True
             threads = len(self._threads)
         for _ in range(threads):

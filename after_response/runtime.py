@@ -209,7 +209,7 @@ def _replace_pool(*, setting: str, **kwargs: Any) -> None:
             if old is not None:
                 _retired.append(old)  # drained and counted until its last call ends
         if old is not None:
-            old.retire()
+            old.retire(forward=hand_off)  # calls waiting for a commit go to the new pool
 
 
 # -- running one call --------------------------------------------------------------------

@@ -246,6 +246,20 @@ def test_drain_and_stats_follow_a_pool_replaced_by_a_settings_change():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_call_waiting_for_a_commit_across_a_settings_change_runs():
+    # The settings change ends first (the pool that accepted the call is replaced), then the
+    # transaction commits.
+    with transaction.atomic(), override_settings(AFTER_RESPONSE_WORKERS=1):
+        after_response.defer(recorder.record, "committed later")
+        assert after_response.stats().waiting == 1
+    assert recorder.wait_for(1) == ["committed later"]
+    assert after_response.drain(WAIT)
+    stats = after_response.stats()
+    assert (stats.waiting, stats.dropped) == (0, 0)
+    assert stats.accepted == stats.settled
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_child_forked_inside_atomic_neither_runs_nor_counts_the_parents_call():
     read_end, write_end = os.pipe()
     with transaction.atomic():
