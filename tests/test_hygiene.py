@@ -147,3 +147,21 @@ def test_a_connection_that_cannot_roll_back_is_closed(caplog):
         pool.submit(write, "default").result(WAIT)
     assert names("default") == ["committed"]
     assert len(warnings(caplog)) == 1
+
+
+def defer_again() -> None:
+    after_response.defer(recorder.record, "deferred by the next call")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_call_after_a_poisoned_one_defers_normally():
+    """Before the clean-up, the next call's defer() found the first call's atomic block still
+    open: its call waited for a commit never made and was counted as rolled back."""
+    with override_settings(AFTER_RESPONSE_WORKERS=1):
+        after_response.defer(leave_atomic_open, "default")
+        after_response.defer(defer_again)
+        assert recorder.wait_for(1) == ["deferred by the next call"]
+        assert after_response.drain(WAIT)
+        stats = after_response.stats()
+        # The call deferred inside the open block was rolled back with it: one discard only.
+        assert (stats.discarded, stats.waiting, stats.done) == (1, 0, 3)
