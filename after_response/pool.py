@@ -352,7 +352,7 @@ class WorkerPool:
             counts = self._counts
             if self._deadline_passed:  # a batch taken just as the shutdown gave up
                 counts["backlog"] -= 1
-                self._settle_abandoned(call, [])
+                self._mark_dropped([call])
                 self._notify_if_idle()
                 return
             counts["backlog"] -= 1
@@ -499,20 +499,18 @@ class WorkerPool:
         if drained:
             self._stop_threads(timeout)
             return True
-        queued: list[str] = []
         stops = 0
         with self._lock:
             self._deadline_passed = True
             running = sorted(call.name for call in self._running_calls)
             # Calls never started are settled now, as dropped: they never will start.
+            abandoned: list[DeferredCall] = []
             for todo in list(self._in_hand.values()):  # workers add and remove theirs unlocked
                 while True:
                     try:
-                        call = todo.popleft()
+                        abandoned.append(todo.popleft())
                     except IndexError:
                         break
-                    self._counts["backlog"] -= 1
-                    self._settle_abandoned(call, queued)
             while True:
                 try:
                     batch = self._queue.get_nowait()
@@ -520,10 +518,10 @@ class WorkerPool:
                     break
                 if batch is None:
                     stops += 1
-                    continue
-                for call in batch:
-                    self._counts["backlog"] -= 1
-                    self._settle_abandoned(call, queued)
+                else:
+                    abandoned.extend(batch)
+            self._counts["backlog"] -= len(abandoned)
+            queued = self._mark_dropped(abandoned)
             self._notify_if_idle()
         for _ in range(stops):
             self._queue.put(None)
@@ -537,15 +535,6 @@ class WorkerPool:
             _names(queued),
         )
         return False
-
-    def _settle_abandoned(self, call: DeferredCall, names: list[str]) -> None:
-        # Called with self._lock held, for a call taken out of the backlog at the deadline.
-        if call.state is State.CANCELLED:
-            self._counts["cancelled"] += 1
-        else:
-            call.state = State.DROPPED
-            self._counts["dropped"] += 1
-            names.append(call.name)
 
     # -- reporting ----------------------------------------------------------------------
 

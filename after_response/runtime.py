@@ -110,20 +110,10 @@ def _with_retired(own: Stats) -> Stats:
     return Stats(**totals)
 
 
-_SUMMED = (
-    "accepted",
-    "waiting",
-    "backlog",
-    "running",
-    "slow",
-    "done",
-    "failed",
-    "cancelled",
-    "discarded",
-    "dropped",
-    "handoff_errors",
-    "rescued",
-    "workers",
+_SUMMED = tuple(
+    field.name
+    for field in dataclasses.fields(Stats)
+    if field.name not in ("max_workers", "max_pending", "pid", "mode", "problems")
 )
 
 

@@ -30,22 +30,13 @@ from django.db.models import F
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
-from .models import Book, BookType, ImportJob, ImportRowError, normalize_isbn
+from .models import IMPORTED_FIELDS, Book, BookType, ImportJob, ImportRowError, normalize_isbn
 from .publishing import schedule_publish
 
 logger = logging.getLogger(__name__)
 
-REQUIRED_COLUMNS = (
-    "title",
-    "author",
-    "book_type",
-    "isbn",
-    "year_published",
-    "price",
-    "no_of_pages",
-    "quantity",
-)
 OPTIONAL_COLUMNS = ("description",)
+REQUIRED_COLUMNS = tuple(name for name in IMPORTED_FIELDS if name not in OPTIONAL_COLUMNS)
 FORMATS = {".csv": "csv", ".xlsx": "xlsx"}
 DELIMITERS = (",", ";", "\t")  # of a CSV file: the header's most frequent one
 BATCH_ROWS = 200  # rows per transaction: the job page sees progress batch by batch
