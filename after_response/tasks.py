@@ -56,7 +56,15 @@ else:
         from django_tasks.signals import task_enqueued, task_finished, task_started
         from django_tasks.utils import normalize_json
     except ImportError:  # no Tasks framework: only is_task() and enqueue() are of use
-        BaseTaskBackend = object
+
+        class BaseTaskBackend:  # type: ignore[no-redef]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                raise ImproperlyConfigured(
+                    "AfterResponseBackend needs a Django Tasks framework: Django >= 6.0, or on "
+                    'Django 5.2 the backport (pip install "after_response[tasks]") with '
+                    '"django_tasks" in INSTALLED_APPS.'
+                )
+
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -627,3 +627,36 @@ def test_request_defer_enqueues_the_task_after_the_response(site: Site) -> None:
         served = client.get(f"/defer-checkout/{name}/").json()
     pid = site.visit_pid(name)
     assert pid == (served["pid"] if site.worker is None else site.worker.pid)
+
+
+NO_TASKS_FRAMEWORK = """
+import sys
+
+sys.modules["django.tasks"] = sys.modules["django_tasks"] = None  # neither can be imported
+import django
+from django.conf import settings
+
+settings.configure(INSTALLED_APPS=["after_response"])
+django.setup()
+from after_response.tasks import AfterResponseBackend
+
+try:
+    AfterResponseBackend("default", {})
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+def test_without_a_tasks_framework_the_backend_says_what_to_install() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", NO_TASKS_FRAMEWORK],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.startswith("ImproperlyConfigured AfterResponseBackend needs"), result
+    assert 'pip install "after_response[tasks]"' in result.stdout
