@@ -104,3 +104,21 @@ def backends_left(baseline: set[Backend], timeout: float = WAIT) -> set[Backend]
     meanwhile (an earlier test's, ending on their own time) are no concern of the caller.
     """
     return settled(lambda: backends() - baseline, lambda left: not left, timeout)
+
+
+def child_answer(pid: int, read_end: int, timeout: float = WAIT) -> str:
+    """What a forked child wrote to its pipe before it exited; a child that hangs is killed."""
+    import os
+    import select
+    import signal
+
+    try:
+        ready, _, _ = select.select([read_end], [], [], timeout)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+            raise AssertionError(f"the forked child {pid} did not answer within {timeout} s")
+        with os.fdopen(read_end, closefd=False) as pipe:
+            return pipe.read()
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)

@@ -276,9 +276,7 @@ def test_a_child_forked_inside_atomic_neither_runs_nor_counts_the_parents_call()
             finally:
                 os._exit(0)
         os.close(write_end)
-        with os.fdopen(read_end) as pipe:
-            child = pipe.read()
-        os.waitpid(pid, 0)
+        child = recorder.child_answer(pid, read_end)
     assert child == "0 0 0"
     assert recorder.wait_for(1) == ["the parent's"]
 

@@ -18,6 +18,8 @@ from after_response import deferred, transactions
 from after_response.deferred import CallQueue, DeferredCall, State
 from after_response.pool import Stats, WorkerPool
 
+from . import recorder
+
 WAIT = 10.0
 TERMINAL = {State.DONE, State.FAILED, State.CANCELLED, State.DISCARDED, State.DROPPED}
 
@@ -139,9 +141,7 @@ class Deferring(RuleBasedStateMachine):
             finally:
                 os._exit(0)
         os.close(write_end)
-        with os.fdopen(read_end) as pipe:
-            child = pipe.read()
-        os.waitpid(pid, 0)
+        child = recorder.child_answer(pid, read_end)
         assert child == "ok"
 
     @precondition(lambda self: self.queues)
