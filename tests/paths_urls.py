@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import get_script_prefix, path, reverse
@@ -15,6 +15,16 @@ def stream_then_fail(request: HttpRequest) -> StreamingHttpResponse:
     request.defer(recorder.record, "after-broken-stream")  # type: ignore[attr-defined]
 
     async def chunks() -> AsyncIterator[bytes]:
+        yield b"first chunk"
+        raise ValueError("the stream broke on purpose")
+
+    return StreamingHttpResponse(chunks())
+
+
+def stream_then_fail_sync(request: HttpRequest) -> StreamingHttpResponse:
+    request.defer(recorder.record, "after-broken-stream")  # type: ignore[attr-defined]
+
+    def chunks() -> Iterator[bytes]:
         yield b"first chunk"
         raise ValueError("the stream broke on purpose")
 
@@ -52,6 +62,7 @@ def record_prefix(request: HttpRequest) -> HttpResponse:
 
 urlpatterns = [
     path("stream-then-fail/", stream_then_fail),
+    path("stream-then-fail-sync/", stream_then_fail_sync),
     path("raise/", raise_after_deferring),
     path("once/", defer_once),
     path("many/", defer_many),
