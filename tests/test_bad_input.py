@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.core.mail import send_mail
 from django.test import Client, RequestFactory
 from django.utils.functional import SimpleLazyObject
 
@@ -109,8 +108,9 @@ def test_a_lazy_argument_is_not_evaluated():
 
 
 def test_a_call_instead_of_a_callable_says_so():
-    # defer(send_mail(...)) has sent the mail already, and deferred what it returned.
-    sent = send_mail("subject", "body", "from@example.com", ["to@example.com"])
+    # defer(send_mail(...)) has sent the mail already, and deferred what it returned: the
+    # number of messages sent. (Not send_mail itself: Django 6.1 warns without MAILERS.)
+    sent = len(["the message"])
     with pytest.raises(
         TypeError,
         match=r"needs a callable, got 'int': write defer\(fn, \*args\), not defer\(fn\(\*args\)\)",
