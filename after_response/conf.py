@@ -25,6 +25,7 @@ class Config:
     DRAIN_TIMEOUT: float = 25.0  # seconds; below gunicorn's 30 s graceful timeout
     IMMEDIATE: bool = False  # run calls inline when the response closes (tests)
     SLOW_CALL: float | None = 60.0  # seconds before a running call is reported; None: never
+    CARRY_CONTEXT: bool = True  # calls run with the deferring code's context variables
 
 
 DEFAULTS = Config()
@@ -97,6 +98,14 @@ def problems(config: Config) -> list[tuple[str, str]]:
                 "E007",
                 f"AFTER_RESPONSE_SLOW_CALL must be a finite number of seconds > 0{_AT_MOST}, "
                 f"or None to turn the warning off, got {config.SLOW_CALL!r}.",
+            )
+        )
+    if not isinstance(config.CARRY_CONTEXT, bool):
+        found.append(
+            (
+                "E008",
+                "AFTER_RESPONSE_CARRY_CONTEXT must be True or False, "
+                f"got {config.CARRY_CONTEXT!r}.",
             )
         )
     return found

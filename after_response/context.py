@@ -1,17 +1,20 @@
-"""What a deferred call carries over from the request that deferred it, and nothing else.
+"""What a deferred call carries over from the request that deferred it.
 
-Four values, set explicitly in a fresh context in the worker; the call never runs in a copy of
-the request's context: asgiref >= 3.12 (django/asgiref#564) ignores request-local data of a
-copied context on another thread, and a copy would carry state of the request (user, session)
-that must not leak into other work. Captured once per request, at its first ``defer()``: by
-then the view runs, so the language and time zone that middleware or the view activated are in
-place. The capture is cheap: the script prefix and urlconf come from the request, the language
-and time zone from a snapshot read in the worker (``snapshot.py``).
+The call runs in a context of its own, made in the worker: a copy of the request's
+``contextvars`` minus what belongs to the request's thread (carry.py: Sentry's scopes,
+OpenTelemetry's span, request ids, yes; database connections, cache clients, the request, no),
+plus the four values Django keeps in asgiref ``Local`` storage, which a copy does not carry
+across threads: language, time zone, script prefix and urlconf, set again from the request.
+Captured once per request, at its first ``defer()``: by then the view runs, so what middleware
+and the view activated is in place. The capture is cheap: a copy of the context (O(1)), the
+script prefix and urlconf read from the request, the language and time zone read later from
+that copy, in a worker (``snapshot.py``).
 """
 
 from __future__ import annotations
 
 import contextvars
+import logging
 from collections.abc import Callable
 from datetime import tzinfo
 from typing import Any, TypeVar
@@ -26,7 +29,8 @@ from django.urls import (
 )
 from django.utils import timezone, translation
 
-from . import snapshot
+from . import conf, snapshot
+from .carry import Carried
 from .deferred import callable_name
 
 T = TypeVar("T")
@@ -42,6 +46,7 @@ class CallContext:
     __slots__ = (
         "_activations",
         "_asgi_script_name",
+        "_carried",
         "_label",
         "_language",
         "_request_info",
@@ -69,18 +74,24 @@ class CallContext:
         self._request_info: tuple[str | None, Any, str, str] | None = None
         self._asgi_script_name: str | None = None
         self.urlconf = urlconf
+        self._carried = Carried(
+            contextvars.copy_context() if conf.get().CARRY_CONTEXT else None, None
+        )
 
     @classmethod
     def of(cls, request: HttpRequest) -> CallContext:
         self = cls.__new__(cls)
         self._label = self._script_prefix = self._activations = None
+        carrying = conf.get().CARRY_CONTEXT
         if snapshot.available:
-            self._snapshot = snapshot.take()
+            taken = self._snapshot = snapshot.take()
             self._language = self._timezone = None
+            self._carried = Carried(taken[0] if carrying else None, request)
         else:
             self._snapshot = None
             self._language = translation.get_language()
             self._timezone = timezone.get_current_timezone()
+            self._carried = Carried(contextvars.copy_context() if carrying else None, request)
         # HttpRequest has no __slots__: reading __dict__ skips the cost of a missing attribute.
         attributes = request.__dict__
         self._request_info = (
@@ -101,6 +112,13 @@ class CallContext:
             method, match, _, _ = self._request_info  # type: ignore[misc]
             self._label = label_of(method, match)
         return self._label
+
+    @property
+    def route(self) -> str | None:
+        """The route of the request's URL pattern, if it has one."""
+        info = self._request_info
+        match = None if info is None else info[1]
+        return getattr(match, "route", None) or None
 
     @property
     def language(self) -> str | None:
@@ -138,20 +156,28 @@ class CallContext:
         return self._script_prefix
 
     def run(self, fn: Callable[..., T], /, *args: Any) -> T:
-        """Run ``fn(*args)`` in a fresh ``contextvars`` context with these values active."""
-        return contextvars.Context().run(self._run, fn, args)
+        """Run ``fn(*args)`` in a context of its own, with what the request carried."""
+        return self._carried.context().run(self._run, fn, args)
+
+    def log(self, log: logging.Logger, level: int, msg: str, *args: Any, **extra: Any) -> None:
+        """Log about a call in its carried context, where request-id filters find their ids."""
+        self._carried.context().run(log.log, level, msg, *args, extra=extra)
 
     def _run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         # Django keeps all four in asgiref Locals, which live in context variables: set in this
-        # fresh context, they vanish with it, so nothing is reset afterwards. What equals the
-        # default of a fresh context is not set at all (each Local access costs microseconds),
-        # and what is set is worked out once for all the calls of a request.
+        # context of the call's own, they vanish with it, so nothing is reset afterwards. What
+        # equals the default is not set at all (each Local access costs microseconds), and what
+        # is set is worked out once for all the calls of a request.
         activations = self._activations
         if activations is None:
             activations = self._activations = self._work_out_activations()
         for activate, value in activations:
             activate(value)
-        return fn(*args)
+        restoring = self._carried.restoring()
+        if restoring is None:
+            return fn(*args)
+        with restoring:
+            return fn(*args)
 
     def _work_out_activations(self) -> tuple[tuple[Callable[[Any], object], Any], ...]:
         activations: list[tuple[Callable[[Any], object], Any]] = []

@@ -81,6 +81,7 @@ class DeferredCall:
         "gates",
         "kwargs",
         "on_settled",
+        "queued_at",
         "state",
     )
 
@@ -102,6 +103,8 @@ class DeferredCall:
         # Set when the call waits for a commit after its queue was handed off: called with the
         # call once its transactions settle (committed, or rolled back).
         self.on_settled: Callable[[DeferredCall], None] | None = None
+        # time.monotonic() at the hand-off, when tracing is on (tracing.py); else 0.0.
+        self.queued_at = 0.0
 
     @property
     def name(self) -> str:

@@ -16,6 +16,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from . import deferred
 from .deferred import DeferredCall, State
@@ -253,8 +254,13 @@ class WorkerPool:
         reason, dropped = refused
         if dropped:
             # Logged outside the lock: a logging handler is user code.
-            logger.error(
-                "Dropped %d deferred call(s) because %s: %s", len(dropped), reason, _names(dropped)
+            _log_about(
+                [call for call in batch if call.state is State.DROPPED],
+                logging.ERROR,
+                "Dropped %d deferred call(s) because %s: %s",
+                len(dropped),
+                reason,
+                _names(dropped),
             )
 
     def _deliver(self, batch: list[DeferredCall]) -> None:
@@ -394,7 +400,9 @@ class WorkerPool:
                 self._slow_warned.update(call for call, _ in slow)
             for call, elapsed in slow:
                 # A call cannot be stopped from outside in Python: make it visible instead.
-                logger.warning(
+                _log_about(
+                    [call],
+                    logging.WARNING,
                     "Deferred call %s (request: %s) has been running for %.1f s, more than "
                     "AFTER_RESPONSE_SLOW_CALL: is it stuck (e.g. on a socket without a timeout)?",
                     call.name,
@@ -576,6 +584,16 @@ class InlinePool(WorkerPool):
     def _deliver(self, batch: list[DeferredCall]) -> None:
         for call in batch:
             self._run_one(call)
+
+
+def _log_about(calls: list[DeferredCall], level: int, msg: str, *args: Any) -> None:
+    """Log in the context the calls carried (their request's ids), with them as extras."""
+    extra = {"call": calls[0] if calls else None, "calls": calls}
+    log = getattr(calls[0].context, "log", None) if calls else None
+    if log is None:
+        logger.log(level, msg, *args, extra=extra)
+    else:
+        log(logger, level, msg, *args, **extra)
 
 
 def _names(names: list[str]) -> str:

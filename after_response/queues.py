@@ -11,7 +11,7 @@ from typing import Any, ParamSpec
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.http import HttpRequest
 
-from . import context, runtime, transactions
+from . import carry, context, runtime, transactions
 from .context import CallContext
 from .deferred import CallQueue, DeferredCall, later, open_queues, transition_lock
 from .validation import validate
@@ -21,7 +21,9 @@ logger = logging.getLogger("after_response")
 
 # The queue of the request being handled in this context; unset outside requests and in
 # worker threads (each call runs in a fresh context).
-current: contextvars.ContextVar[ResponseQueue] = contextvars.ContextVar("after_response_queue")
+current: contextvars.ContextVar[ResponseQueue] = carry.own(
+    contextvars.ContextVar("after_response_queue")
+)
 
 
 class Queue(CallQueue):

@@ -17,7 +17,7 @@ from asgiref.sync import SyncToAsync, async_to_sync, iscoroutinefunction, sync_t
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from . import conf, db, deferred, lifecycle, signals
+from . import carry, conf, db, deferred, lifecycle, sentry, signals, tracing
 from .context import CallContext
 from .context import current as current_context
 from .deferred import DeferredCall, is_task
@@ -36,7 +36,9 @@ captures: list[WorkerPool] = []
 inline_failures: list[tuple[DeferredCall, BaseException]] = []
 # Set in the fresh context each call runs in; also seen by the thread async_to_sync runs a
 # coroutine function in, and in immediate mode, where the call runs in the closing thread.
-_in_call: contextvars.ContextVar[DeferredCall] = contextvars.ContextVar("after_response_call")
+_in_call: contextvars.ContextVar[DeferredCall] = carry.own(
+    contextvars.ContextVar("after_response_call")
+)
 
 
 def refuse_inside_a_call(what: str) -> None:
@@ -162,6 +164,10 @@ def _make_pool(config: conf.Config) -> WorkerPool:
 def hand_off(calls: list[DeferredCall]) -> None:
     """Give calls to whoever takes them now. Never raises: Django would swallow it."""
     deferred.run_later()
+    if tracing.tracer() is not None:  # for the span's backlog wait
+        now = time.monotonic()
+        for call in calls:
+            call.queued_at = now
     try:
         sink = captures[-1] if captures else get_pool()
         sink.accept(calls)
@@ -259,13 +265,22 @@ def _run_in_context(call: DeferredCall, context: CallContext) -> BaseException |
     if signals.call_started.receivers:
         signals.call_started.send_robust(sender=sender, call=call)
     started = time.perf_counter()
+    traced = tracing.tracer()
     try:
-        execute(call)
+        if traced is None:
+            execute(call)
+        else:
+            with tracing.CallSpan(traced, call, context.label, context.route):
+                execute(call)
     except BaseException as exc:
         # BaseException too (SystemExit, KeyboardInterrupt, CancelledError, gevent.Timeout): it
         # is the call's failure, reported like any other; the worker thread lives on.
         duration = time.perf_counter() - started
-        logger.exception("Deferred call %s failed (request: %s)", call.name, context.label)
+        label = context.label
+        with sentry.reporting(exc, call.name, label):
+            logger.exception(
+                "Deferred call %s failed (request: %s)", call.name, label, extra={"call": call}
+            )
         if signals.call_failed.receivers:
             signals.call_failed.send_robust(
                 sender=sender, call=call, exception=exc, duration=duration

@@ -24,8 +24,10 @@ from django.utils import timezone, translation
 
 from . import recorder
 
+# Carried into the request's calls (like a request id), each into its own request's calls.
 current_user: contextvars.ContextVar[str] = contextvars.ContextVar("current_user")
-user_local = Local()  # Django keeps its own request-locals in these
+# Never carried: thread-local by asgiref's contract (Django keeps connections and caches in these).
+user_local = Local()
 
 # Set by the test: both requests wait here, so that they are in their views at the same time.
 rendezvous: threading.Barrier | None = None
@@ -54,7 +56,8 @@ class PerRequestState:
 
     @staticmethod
     def _begin(request: HttpRequest) -> None:
-        # Never reset: a library that copied the request's context would carry the user along.
+        # Never reset: a call must see its own request's values, never another request's or
+        # what the call before it on the same worker left behind.
         username = request.headers["X-User"]
         request.user = SimpleNamespace(username=username)  # type: ignore[assignment]
         request.urlconf = request.headers["X-Urlconf"]

@@ -555,8 +555,9 @@ async def asgi_requests() -> list[bytes]:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_no_state_crosses_requests(handler, workers):
     """Two requests at once, with their own language, time zone, user and urlconf: each deferred
-    call sees its own request's language, time zone and urlconf, and no user at all, whatever
-    the call that ran before it on the same worker thread left behind."""
+    call sees its own request's language, time zone, urlconf and context variable (carried),
+    nothing of its asgiref Local (thread-local), whatever the call that ran before it on the
+    same worker thread left behind."""
     with override_settings(MIDDLEWARE=ISOLATION_MIDDLEWARE, AFTER_RESPONSE_WORKERS=workers):
         for _ in range(ROUNDS):
             recorder.reset()
@@ -577,6 +578,6 @@ def test_no_state_crosses_requests(handler, workers):
                     "timezone": zone,
                     "urlconf": f"tests.isolation_urls_{site}",
                     "where": f"/{site}/where/",
-                    "user": None,
+                    "user": user,
                     "user_local": None,
                 }, (user, seen)
