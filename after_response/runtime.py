@@ -259,19 +259,26 @@ def _run(call: DeferredCall) -> BaseException | None:
 
 
 def _run_in_context(call: DeferredCall, context: CallContext) -> BaseException | None:
-    _in_call.set(call)  # in this call's fresh context: nothing to reset
+    _in_call.set(call)  # in this call's own context: nothing to reset
+    traced = tracing.tracer()
+    if traced is None:
+        return _run_reported(call, context)
+    # The span holds everything about the call, its failure's report and log line too (a log
+    # correlation sees the call's trace and span ids there).
+    with tracing.CallSpan(traced, call, context.label, context.route) as span:
+        error = _run_reported(call, context)
+        span.settle(error)
+        return error
+
+
+def _run_reported(call: DeferredCall, context: CallContext) -> BaseException | None:
     # Signals without receivers (the usual case) cost a check, not a send: this runs per call.
     sender = call.fn
     if signals.call_started.receivers:
         signals.call_started.send_robust(sender=sender, call=call)
     started = time.perf_counter()
-    traced = tracing.tracer()
     try:
-        if traced is None:
-            execute(call)
-        else:
-            with tracing.CallSpan(traced, call, context.label, context.route):
-                execute(call)
+        execute(call)
     except BaseException as exc:
         # BaseException too (SystemExit, KeyboardInterrupt, CancelledError, gevent.Timeout): it
         # is the call's failure, reported like any other; the worker thread lives on.

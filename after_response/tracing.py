@@ -45,7 +45,7 @@ def tracer() -> Any:
 
 
 class CallSpan:
-    """The span of one call; records its outcome, and its exception if it raised."""
+    """The span of one call: current while it runs; records its outcome and exception."""
 
     __slots__ = ("_manager", "_span")
 
@@ -61,14 +61,23 @@ class CallSpan:
             waited = max(0.0, time.monotonic() - call.queued_at)
             attributes["after_response.backlog_wait_ms"] = round(waited * 1000, 3)
         self._manager = tracer.start_as_current_span(
-            f"after_response {name}",
-            attributes=attributes,
-            record_exception=True,
-            set_status_on_exception=True,
+            f"after_response {name}", attributes=attributes
         )
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> CallSpan:
         self._span = self._manager.__enter__()
+        return self
+
+    def settle(self, error: BaseException | None) -> None:
+        """Record how the call ended (the runner catches its exception)."""
+        span = self._span
+        if error is None:
+            span.set_attribute("after_response.outcome", "done")
+            return
+        span.set_attribute("after_response.outcome", "failed")
+        span.record_exception(error)
+        trace = sys.modules["opentelemetry.trace"]
+        span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
 
     def __exit__(
         self,
@@ -76,5 +85,4 @@ class CallSpan:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        self._span.set_attribute("after_response.outcome", "done" if exc is None else "failed")
         return self._manager.__exit__(exc_type, exc, tb)  # type: ignore[no-any-return]
