@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import ParamSpec
 
 from . import runtime
+from .carry import carry_context
 from .deferred import DeferredCall, State
 from .pool import Stats
 from .queues import Queue, current_queue
@@ -16,6 +17,7 @@ __all__ = [
     "Queue",
     "State",
     "Stats",
+    "carry_context",
     "current_queue",
     "defer",
     "drain",
