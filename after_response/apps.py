@@ -1,5 +1,18 @@
 from django.apps import AppConfig
 
+import after_response
+
+# django-after-response (another project on the package index) installs a top-level package of
+# the same name, whose __init__.py and signals.py overwrite ours (checks.py reports it installed
+# even when ours won). Refuse to go on with its files in place of ours.
+if not hasattr(after_response, "carry_context"):
+    raise ImportError(
+        "after_response/__init__.py is not after_response's own: the package "
+        "'django-after-response' is installed in the same environment and overwrote it. "
+        "Uninstall both (pip uninstall django-after-response after_response), then install "
+        "after_response again."
+    )
+
 
 class AfterResponseConfig(AppConfig):
     name = "after_response"

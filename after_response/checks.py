@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import Any
 
 from django.conf import settings
@@ -66,3 +67,25 @@ def check_connection_pools(**kwargs: Any) -> list[CheckMessage]:
                 )
             )
     return messages
+
+
+# Another project on the package index whose top-level package is also named after_response.
+CLASHING_DISTRIBUTION = "django-after-response"
+
+
+@register(Tags.compatibility)
+def check_clashing_distribution(**kwargs: Any) -> list[CheckMessage]:
+    try:
+        other = metadata.distribution(CLASHING_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return []
+    return [
+        Error(
+            f"The package {CLASHING_DISTRIBUTION!r} {other.version} is installed: its top-level "
+            "package is also named after_response, and it installs files into ours (models.py, "
+            "store.py, its own __init__.py and signals.py), or deletes ours when uninstalled.",
+            hint=f"pip uninstall {CLASHING_DISTRIBUTION} after_response, then install "
+            "after_response again.",
+            id="after_response.E009",
+        )
+    ]

@@ -158,6 +158,11 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
+# Instruction counts (benchmarks/idle_instructions.py, call_instructions.py): not part of
+# `python -m benchmarks` (they need valgrind and minutes), kept in this file and appended.
+INSTRUCTIONS = "instructions.md"
+
+
 def write(
     out: Path,
     about: dict[str, str],
@@ -182,5 +187,9 @@ def write(
             name = f"{result['name']}.png"
             module.chart(result, str(out / name))
             charts[result["name"]] = name
-    (out / "RESULTS.md").write_text(markdown(about, results, command, seconds, charts))
+    text = markdown(about, results, command, seconds, charts)
+    counted = Path(__file__).resolve().parent / "results" / INSTRUCTIONS
+    if counted.exists():  # written by hand from the callgrind runs, which take minutes
+        text += "\n" + counted.read_text()
+    (out / "RESULTS.md").write_text(text)
     return left_out

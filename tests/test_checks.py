@@ -44,6 +44,8 @@ def test_the_test_settings_are_clean():
         ("AFTER_RESPONSE_SLOW_CALL", math.inf, "after_response.E007"),
         ("AFTER_RESPONSE_SLOW_CALL", -math.inf, "after_response.E007"),
         ("AFTER_RESPONSE_SLOW_CALL", math.nan, "after_response.E007"),
+        ("AFTER_RESPONSE_CARRY_CONTEXT", "yes", "after_response.E008"),
+        ("AFTER_RESPONSE_CARRY_CONTEXT", None, "after_response.E008"),
     ],
 )
 def test_bad_settings(setting, value, check_id):
@@ -116,3 +118,22 @@ def test_a_connection_pool_smaller_than_the_workers(settings):
         assert ids(AFTER_RESPONSE_WORKERS=3) == []
     finally:
         del options["pool"]
+
+
+def test_the_clashing_distribution_is_an_error(tmp_path, monkeypatch):
+    """django-after-response installs a package of the same name into ours: found through its
+    installed metadata, the way pip leaves it (a dist-info directory on the path)."""
+    import sys
+
+    info = tmp_path / "django_after_response-0.2.2.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: django-after-response\nVersion: 0.2.2\n"
+    )
+    (info / "top_level.txt").write_text("after_response\n")
+    assert ids() == []
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    messages = [m for m in run_checks() if m.id == "after_response.E009"]
+    assert len(messages) == 1
+    assert "'django-after-response' 0.2.2 is installed" in messages[0].msg
+    assert "pip uninstall django-after-response after_response" in messages[0].hint
