@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import ParamSpec
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from . import runtime
-from .carry import carry_context
-from .deferred import DeferredCall, State
-from .pool import Stats
-from .queues import Queue, current_queue
-from .runtime import shutdown
+if TYPE_CHECKING:
+    from .carry import carry_context
+    from .deferred import DeferredCall, State
+    from .pool import Stats
+    from .queues import Queue, current_queue
+    from .runtime import shutdown
+    from .shortcuts import defer, drain, stats
 
 __all__ = [
     "DeferredCall",
@@ -25,27 +26,30 @@ __all__ = [
     "stats",
 ]
 
-P = ParamSpec("P")
+# Each public name and its module, imported on first use: importing after_response (pytest
+# does, for its plugin, in every project where it is installed) imports no Django module.
+_HOMES = {
+    "DeferredCall": "deferred",
+    "Queue": "queues",
+    "State": "deferred",
+    "Stats": "pool",
+    "carry_context": "carry",
+    "current_queue": "queues",
+    "defer": "shortcuts",
+    "drain": "shortcuts",
+    "shutdown": "runtime",
+    "stats": "shortcuts",
+}
 
 
-def defer(fn: Callable[P, object], /, *args: P.args, **kwargs: P.kwargs) -> DeferredCall:
-    """Inside a request: run after its response is sent. Outside one: hand to the pool now.
-
-    Either way a call deferred inside ``transaction.atomic()`` waits for the commit.
-    """
-    return current_queue().defer(fn, *args, **kwargs)
-
-
-def drain(timeout: float | None = None, *, wait_for_responses: bool = False) -> bool:
-    """Wait until every handed-off call has finished; False if ``timeout`` ran out first.
-
-    For tests and management commands. Calls still waiting for a commit are not waited for
-    (commit first). ``wait_for_responses=True`` also waits for requests whose response the
-    server has not closed yet (live-server tests). A ``RuntimeError`` inside a deferred call.
-    """
-    return runtime.drain(timeout, wait_for_responses=wait_for_responses)
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'after_response' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value  # found directly from now on
+    return value
 
 
-def stats() -> Stats:
-    """Counters of this process's calls (see ``Stats``)."""
-    return runtime.stats()
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

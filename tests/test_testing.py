@@ -117,3 +117,24 @@ def test_async_request_factory_requests_can_defer():
         async_to_sync(views.defer_async)(request)
     assert sorted(recorder.names()) == ["async-view", "coroutine"]
     assert len(calls) == 2
+
+
+def test_the_pytest_plugin_imports_no_django_module():
+    """pytest loads the plugin in every project where after_response is installed, Django or
+    not: importing it (and the package) must stay cheap."""
+    import subprocess
+    import sys
+
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, after_response.pytest_plugin, after_response; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'django'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert loaded.stdout.strip() == "[]"
