@@ -20,6 +20,14 @@ def capture_deferred() -> Callable[..., AbstractContextManager[list[Any]]]:
     return capture_deferred
 
 
+@pytest.fixture
+def deferring() -> Callable[[Any], Any]:
+    """``after_response.testing.deferring``, as a fixture: ``view(deferring(rf.get("/")))``."""
+    from after_response.testing import deferring
+
+    return deferring
+
+
 @pytest.fixture(autouse=True)
 def _after_response_inline_failures() -> Iterator[None]:
     """Fail the test if a call run inline under ``AFTER_RESPONSE_IMMEDIATE`` raised."""

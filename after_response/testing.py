@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from django.http import HttpRequest
 from django.test import AsyncRequestFactory as DjangoAsyncRequestFactory
@@ -91,14 +91,34 @@ def raise_inline_failures() -> None:
         ) from error
 
 
-def _with_queue(request: HttpRequest) -> HttpRequest:
-    # No response will be sent for a request the view is called with directly, so its queue
-    # behaves like one outside a request: calls are handed off as they are deferred (and
-    # captured by capture_deferred()).
-    queue = _FactoryQueue()
-    request.on_response_sent = queue  # type: ignore[attr-defined]
-    request.defer = queue.defer  # type: ignore[attr-defined]
+R = TypeVar("R")
+
+
+def deferring(request: R) -> R:
+    """Give a request made without the middleware ``defer`` and ``on_response_sent``.
+
+    For requests a view is called with directly: pytest-django's ``rf``, Django REST framework's
+    ``APIRequestFactory`` (or its ``Request``), your own. No response will be sent, so its queue
+    behaves like one outside a request: calls are handed off as they are deferred (and captured
+    by ``capture_deferred()``). Returns the request.
+    """
+    # DRF's Request reads missing attributes from the HttpRequest it wraps: set them there.
+    target = getattr(request, "_request", request)
+    for name, value in deferring_attributes().items():
+        setattr(target, name, value)
     return request
+
+
+def deferring_attributes() -> dict[str, Any]:
+    """``deferring()`` as attributes, for test clients that build the request themselves and
+    set keyword arguments on it: ``ninja.testing.TestClient(router).post(path,
+    **deferring_attributes())``."""
+    queue = _FactoryQueue()
+    return {"on_response_sent": queue, "defer": queue.defer}
+
+
+def _with_queue(request: HttpRequest) -> HttpRequest:
+    return deferring(request)
 
 
 class _FactoryQueue(Queue):

@@ -25,6 +25,18 @@ class Defer(Protocol):
     ) -> DeferredCall: ...
 
 
+class SupportsDefer(Protocol):
+    """Anything with ``defer`` and ``on_response_sent``: a request that went through the
+    middleware, Django REST framework's ``Request`` wrapping one, a request given them by
+    ``after_response.testing.deferring()``. For code that only defers."""
+
+    @property
+    def on_response_sent(self) -> Queue: ...
+
+    @property
+    def defer(self) -> Defer: ...
+
+
 class DeferringRequest(HttpRequest):
     """An ``HttpRequest`` that went through ``AfterResponseMiddleware``. For annotations only."""
 
