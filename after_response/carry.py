@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from django.http import HttpRequest
 
 T = TypeVar("T")
+_modules = sys.modules  # Sentry and OpenTelemetry are looked up here, never imported
 logger = logging.getLogger("after_response")
 
 Capture = Callable[[], Any]
@@ -85,7 +87,9 @@ class Carried:
     def __init__(self, source: contextvars.Context | None, request: HttpRequest | None) -> None:
         self._source = source
         self._base: contextvars.Context | None = None if source is not None else _EMPTY
-        self._sentry = sentry.capture(request) if request is not None else None
+        # Checked here, on the request path, before any call: Sentry is rarely there.
+        loaded = request is not None and "sentry_sdk" in _modules
+        self._sentry = sentry.capture(request) if loaded else None
         pairs = _pairs
         self._values: tuple[tuple[Restore, Any], ...] = ()
         if pairs:
@@ -112,10 +116,15 @@ class Carried:
                 self._source = None  # the request's context, with its Locals, goes now
         return base.copy()
 
+    @property
+    def restores(self) -> bool:
+        """Whether ``restoring()`` may have anything to do (cheap: checked for every call)."""
+        return bool(self._values) or "sentry_sdk" in _modules
+
     def restoring(self) -> contextlib.AbstractContextManager[Any] | None:
         """Restore the registered pairs' values and Sentry's scopes; None if there are none."""
         values = self._values
-        forking = sentry.active()
+        forking = "sentry_sdk" in _modules and sentry.active()
         if not values and not forking:
             return None
         stack = contextlib.ExitStack()
@@ -135,8 +144,9 @@ class Carried:
 _EMPTY = contextvars.Context()
 
 
-def _set_carried(source: contextvars.Context) -> None:
+def _set_carried(
+    source: contextvars.Context, own: set[Any] = _own, bound: Any = _THREAD_BOUND
+) -> None:
     for var, value in source.items():
-        if var in _own or var.name in _THREAD_BOUND:
-            continue
-        var.set(value)
+        if var not in own and var.name not in bound:
+            var.set(value)

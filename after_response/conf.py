@@ -26,6 +26,7 @@ class Config:
     IMMEDIATE: bool = False  # run calls inline when the response closes (tests)
     SLOW_CALL: float | None = 60.0  # seconds before a running call is reported; None: never
     CARRY_CONTEXT: bool = True  # calls run with the deferring code's context variables
+    ONLY_ON_SUCCESS: bool = False  # by default, run a request's calls only after a 1xx-3xx
 
 
 DEFAULTS = Config()
@@ -106,6 +107,14 @@ def problems(config: Config) -> list[tuple[str, str]]:
                 "E008",
                 "AFTER_RESPONSE_CARRY_CONTEXT must be True or False, "
                 f"got {config.CARRY_CONTEXT!r}.",
+            )
+        )
+    if not isinstance(config.ONLY_ON_SUCCESS, bool):
+        found.append(
+            (
+                "E010",
+                "AFTER_RESPONSE_ONLY_ON_SUCCESS must be True or False, "
+                f"got {config.ONLY_ON_SUCCESS!r}.",
             )
         )
     return found

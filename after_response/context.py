@@ -173,7 +173,10 @@ class CallContext:
             activations = self._activations = self._work_out_activations()
         for activate, value in activations:
             activate(value)
-        restoring = self._carried.restoring()
+        carried = self._carried
+        if not carried.restores:  # the usual case: no pair registered, no Sentry imported
+            return fn(*args)
+        restoring = carried.restoring()
         if restoring is None:
             return fn(*args)
         with restoring:

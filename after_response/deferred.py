@@ -28,6 +28,7 @@ class State(enum.Enum):
     CANCELLED = "cancelled"
     DISCARDED = "discarded"  # its transaction rolled back
     DROPPED = "dropped"  # refused: backlog full, or shutting down
+    SKIPPED = "skipped"  # only_on_success, and the response was not a success
 
 
 # Every State transition of every DeferredCall, every CallQueue hand-off and the pool's counters
@@ -81,6 +82,7 @@ class DeferredCall:
         "gates",
         "kwargs",
         "on_settled",
+        "only_on_success",
         "queued_at",
         "state",
     )
@@ -105,6 +107,8 @@ class DeferredCall:
         self.on_settled: Callable[[DeferredCall], None] | None = None
         # time.monotonic() at the hand-off, when tracing is on (tracing.py); else 0.0.
         self.queued_at = 0.0
+        # Run only if its request's response was a success (status < 400); see queues.py.
+        self.only_on_success = False
 
     @property
     def name(self) -> str:

@@ -107,6 +107,7 @@ class AfterResponseMiddleware:
             raise
         finally:
             current.reset(token)
+        queue.status = response.status_code
         if under_asgi and response.streaming:
             _guard_stream(response, queue)
         return response
@@ -126,6 +127,7 @@ class AfterResponseMiddleware:
             raise
         finally:
             current.reset(token)
+        queue.status = response.status_code
         if response.streaming:
             _guard_stream(response, queue)
         return response

@@ -37,8 +37,8 @@ class Stats:
 
     Every call handed off is counted once in ``accepted`` and, at any moment, in exactly one
     of the other counters, so ``accepted == waiting + backlog + running + done + failed +
-    cancelled + discarded + dropped``. A call is accepted when its request's queue is handed
-    off (the response was sent), or at once when deferred outside a request.
+    cancelled + discarded + dropped + skipped``. A call is accepted when its request's queue is
+    handed off (the response was sent), or at once when deferred outside a request.
     """
 
     accepted: int = 0
@@ -51,6 +51,7 @@ class Stats:
     cancelled: int = 0
     discarded: int = 0  # their transaction rolled back
     dropped: int = 0  # backlog full, or refused while shutting down
+    skipped: int = 0  # only_on_success, and the response was an error (or none was sent)
     handoff_errors: int = 0  # hand-offs that failed inside the library (a bug: see the log)
     rescued: int = 0  # request queues handed off by the garbage collector (response never closed)
     workers: int = 0  # worker threads alive
@@ -62,7 +63,9 @@ class Stats:
 
     @property
     def settled(self) -> int:
-        return self.done + self.failed + self.cancelled + self.discarded + self.dropped
+        return (
+            self.done + self.failed + self.cancelled + self.discarded + self.dropped + self.skipped
+        )
 
 
 class WorkerPool:
@@ -134,6 +137,7 @@ class WorkerPool:
                 "cancelled",
                 "discarded",
                 "dropped",
+                "skipped",
                 "handoff_errors",
                 "rescued",
             ),
@@ -165,6 +169,8 @@ class WorkerPool:
                     counts["cancelled"] += 1
                 elif state is State.DISCARDED:
                     counts["discarded"] += 1
+                elif state is State.SKIPPED:
+                    counts["skipped"] += 1
                 elif call.gates:
                     call.state = State.WAITING
                     call.on_settled = self.settle

@@ -11,9 +11,9 @@ from typing import Any, ParamSpec
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.http import HttpRequest
 
-from . import carry, context, runtime, transactions
+from . import carry, conf, context, runtime, transactions
 from .context import CallContext
-from .deferred import CallQueue, DeferredCall, later, open_queues, transition_lock
+from .deferred import CallQueue, DeferredCall, State, later, open_queues, transition_lock
 from .validation import validate
 
 P = ParamSpec("P")
@@ -36,7 +36,7 @@ class Queue(CallQueue):
         """Run ``fn(*args, **kwargs)`` once the response has been sent (and after commit)."""
         if args or kwargs or type(fn) is not FunctionType:
             validate(self.where, fn, args, kwargs)
-        return self._enqueue(DeferredCall(fn, args, kwargs, self._context()), True)
+        return self._enqueue(DeferredCall(fn, args, kwargs, self._context()), True, None)
 
     def add(
         self,
@@ -46,20 +46,33 @@ class Queue(CallQueue):
         kwargs: dict[str, Any] | None = None,
         *,
         wait_for_commit: bool = True,
+        only_on_success: bool | None = None,
     ) -> DeferredCall:
         """Like ``defer()``, with options that could collide with ``fn``'s own arguments.
 
         ``wait_for_commit=False`` runs the call even if the transaction it was deferred in
-        rolls back (an error report, say).
+        rolls back (an error report, say). ``only_on_success=True`` runs it only if the
+        response sent was a success (status below 400); ``False`` whatever the response;
+        ``None`` as ``AFTER_RESPONSE_ONLY_ON_SUCCESS`` says. Outside a request it always runs.
         """
+        if only_on_success is not None and not isinstance(only_on_success, bool):
+            raise TypeError(
+                f"{self.where}: only_on_success must be True, False or None (the setting), "
+                f"got {type(only_on_success).__name__!r}."
+            )
         args = tuple(args)
         if kwargs is None:
             kwargs = {}
         if args or kwargs or type(fn) is not FunctionType:
             validate(self.where, fn, args, kwargs)
-        return self._enqueue(DeferredCall(fn, args, kwargs, self._context()), wait_for_commit)
+        call = DeferredCall(fn, args, kwargs, self._context())
+        return self._enqueue(call, wait_for_commit, only_on_success)
 
-    def _enqueue(self, call: DeferredCall, wait_for_commit: bool) -> DeferredCall:
+    def _enqueue(
+        self, call: DeferredCall, wait_for_commit: bool, only_on_success: bool | None
+    ) -> DeferredCall:
+        if only_on_success or (only_on_success is None and self._only_on_success()):
+            self._hold_for_success(call)
         if wait_for_commit:
             open_connections = transactions.open_transactions()
             if open_connections:
@@ -69,6 +82,12 @@ class Queue(CallQueue):
 
     def _context(self) -> CallContext:
         return context.current("no request")
+
+    def _only_on_success(self) -> bool:
+        return False  # no response: the calls run as they are handed off
+
+    def _hold_for_success(self, call: DeferredCall) -> None:
+        pass
 
     def _wait_for_commit(self, call: DeferredCall, connections: list[BaseDatabaseWrapper]) -> None:
         transactions.wait_for_commit(call, connections)
@@ -84,7 +103,7 @@ class ResponseQueue(Queue):
     the request is read at the first ``defer()``.
     """
 
-    __slots__ = ("_call_context", "_gated", "_request")
+    __slots__ = ("_call_context", "_gated", "_only_default", "_request", "_selective", "status")
     where = "request.defer()"
 
     def __init__(self, request: HttpRequest) -> None:
@@ -93,6 +112,11 @@ class ResponseQueue(Queue):
         self._request: HttpRequest | None = request
         self._call_context: CallContext | None = None
         self._gated: list[BaseDatabaseWrapper] | None = None
+        # The status of the response as it left the middleware; None while there is none
+        # (an exception, a client gone), so calls held for success are skipped then.
+        self.status: int | None = None
+        self._selective = False  # some call runs only on success
+        self._only_default: bool | None = None  # AFTER_RESPONSE_ONLY_ON_SUCCESS, read once
 
     def __del__(self) -> None:
         # The last resort (middleware.py): a queue garbage-collected with calls in it was never
@@ -125,6 +149,16 @@ class ResponseQueue(Queue):
             captured = self._call_context = context.of_request(self._request)
         return captured
 
+    def _only_on_success(self) -> bool:
+        default = self._only_default
+        if default is None:
+            default = self._only_default = conf.get().ONLY_ON_SUCCESS
+        return default
+
+    def _hold_for_success(self, call: DeferredCall) -> None:
+        call.only_on_success = True
+        self._selective = True
+
     def _wait_for_commit(self, call: DeferredCall, connections: list[BaseDatabaseWrapper]) -> None:
         transactions.wait_for_commit(call, connections)
         if self._gated is None:
@@ -135,7 +169,27 @@ class ResponseQueue(Queue):
         if self._gated:
             transactions.settle_test_transactions(self._gated)
             self._gated = None
-        runtime.hand_off(calls)
+        if self._selective:
+            status = self.status
+            if status is None or status >= 400:
+                _skip(calls, status)
+        runtime.hand_off(calls)  # skipped calls too: the pool counts them
+
+
+def _skip(calls: list[DeferredCall], status: int | None) -> None:
+    skipped = []
+    with transition_lock:
+        for call in calls:
+            if call.only_on_success and call.state is State.PENDING:
+                call.state = State.SKIPPED
+                skipped.append(call.name)
+    if skipped:
+        logger.debug(
+            "Skipped %d deferred call(s) to run only on success: the response was %s: %s",
+            len(skipped),
+            status if status is not None else "never sent",
+            ", ".join(skipped),
+        )
 
 
 def _rescue(calls: list[DeferredCall]) -> None:

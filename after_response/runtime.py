@@ -9,6 +9,7 @@ import dataclasses
 import inspect
 import logging
 import os
+import sys
 import threading
 import time
 from typing import Any
@@ -24,6 +25,7 @@ from .deferred import DeferredCall, is_task
 from .pool import InlinePool, Stats, WorkerPool
 
 logger = logging.getLogger("after_response")
+_modules = sys.modules  # OpenTelemetry and Sentry are looked up here, never imported
 
 _lock = threading.Lock()
 _pool: WorkerPool | None = None  # guarded by _lock
@@ -164,7 +166,7 @@ def _make_pool(config: conf.Config) -> WorkerPool:
 def hand_off(calls: list[DeferredCall]) -> None:
     """Give calls to whoever takes them now. Never raises: Django would swallow it."""
     deferred.run_later()
-    if tracing.tracer() is not None:  # for the span's backlog wait
+    if "opentelemetry.trace" in _modules and tracing.tracer() is not None:  # backlog wait
         now = time.monotonic()
         for call in calls:
             call.queued_at = now
@@ -260,6 +262,8 @@ def _run(call: DeferredCall) -> BaseException | None:
 
 def _run_in_context(call: DeferredCall, context: CallContext) -> BaseException | None:
     _in_call.set(call)  # in this call's own context: nothing to reset
+    if "opentelemetry.trace" not in _modules:  # the usual case, checked without a call
+        return _run_reported(call, context)
     traced = tracing.tracer()
     if traced is None:
         return _run_reported(call, context)

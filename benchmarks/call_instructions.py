@@ -20,6 +20,9 @@ import tempfile
 
 REQUESTS = 1000
 WARM_UP = 100
+# BENCH_IMMEDIATE=1: the calls run inline as the response closes (AFTER_RESPONSE_IMMEDIATE), in
+# one thread: no thread switches, whose count varies from run to run, only the library's own work.
+IMMEDIATE = os.environ.get("BENCH_IMMEDIATE") == "1"
 SIDES = {"none": "/hello/", "one": "/defer/after_response/1/", "ten": "/defer/after_response/10/"}
 
 
@@ -33,6 +36,10 @@ def serve(side: str, requests: int) -> None:
         from . import views
 
         views.SINKS["after_response"] = lambda request: request.defer(views.noop)
+        if IMMEDIATE:
+            from django.test.utils import override_settings
+
+            override_settings(AFTER_RESPONSE_IMMEDIATE=True).enable()
         handler, _ = common.handlers()
         for _ in range(WARM_UP + requests):
             common.serve(handler, SIDES[side])
@@ -74,7 +81,8 @@ def main() -> None:
     ten = (per_request["ten"] - per_request["none"]) / 10
     print(
         f"call_instructions: {one:,.0f} instructions for a request's only call, {ten:,.0f} per "
-        f"call of ten (defer, hand-off, worker, drain), {REQUESTS} requests, callgrind"
+        f"call of ten (defer, hand-off, {'inline run' if IMMEDIATE else 'worker, drain'}), "
+        f"{REQUESTS} requests, callgrind"
     )
 
 

@@ -46,6 +46,7 @@ def test_the_test_settings_are_clean():
         ("AFTER_RESPONSE_SLOW_CALL", math.nan, "after_response.E007"),
         ("AFTER_RESPONSE_CARRY_CONTEXT", "yes", "after_response.E008"),
         ("AFTER_RESPONSE_CARRY_CONTEXT", None, "after_response.E008"),
+        ("AFTER_RESPONSE_ONLY_ON_SUCCESS", 1, "after_response.E010"),
     ],
 )
 def test_bad_settings(setting, value, check_id):

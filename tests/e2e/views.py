@@ -120,6 +120,16 @@ def write(request: HttpRequest, name: str) -> HttpResponse:
     return HttpResponse(name)
 
 
+def on_success(request: HttpRequest, status: int, name: str) -> HttpResponse:
+    """Holds one write for a successful response, then always writes a marker: calls of one
+    request run in order, so once the marker exists the held write ran or never will."""
+    request.on_response_sent.add(  # type: ignore[attr-defined]
+        Record.objects.create, kwargs={"name": f"{name}/held"}, only_on_success=True
+    )
+    request.defer(Record.objects.create, name=f"{name}/marker")  # type: ignore[attr-defined]
+    return HttpResponse(name, status=status)
+
+
 async def async_write(request: HttpRequest, name: str) -> HttpResponse:
     # A coroutine function, deferred from an async view: the pool runs it with async_to_sync
     # and its sync_to_async ORM call comes back to the worker thread's connection.
